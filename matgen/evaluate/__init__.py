@@ -1,0 +1,1 @@
+"""Evaluation metrics for crystals and molecules with the published definitions."""

@@ -1,0 +1,1 @@
+"""Generators: equivariant diffusion (crystals, 3D molecules) and language models over text."""

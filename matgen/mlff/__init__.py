@@ -1,0 +1,1 @@
+"""Machine-learned force fields: the MACE-style potential, its outputs and checkpoints."""

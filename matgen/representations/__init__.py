@@ -1,0 +1,1 @@
+"""Representations of crystals and molecules for models: text codecs, tokenizers, graph features."""

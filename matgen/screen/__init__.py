@@ -1,0 +1,1 @@
+"""Screening: deduplication, relaxation, energy above hull, novelty, and the results store."""
