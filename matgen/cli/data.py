@@ -35,7 +35,9 @@ def run_list(args: argparse.Namespace) -> int:
     for spec in CATALOG:
         paths = {f.path: f.size for f in (*spec.files, *spec.extra)}
         present = sum((root / p).is_file() for p in paths)
-        splits = ", ".join(f"{f.split} {f.rows:,}" for f in spec.files)
+        splits = ", ".join(f"{f.split} {f.rows:,}" for f in spec.files[:3])
+        if len(spec.files) > 3:
+            splits += f", +{len(spec.files) - 3} more (`matgen data info {spec.name}`)"
         state = "yes" if present == len(paths) else f"{present}/{len(paths)} files"
         rows.append((spec.name, spec.format, splits, state, human_size(sum(paths.values()))))
     print(f"data root: {root}")

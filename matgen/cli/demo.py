@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     qm9 = load_dataset("qm9", "test")
     from rdkit import Chem
 
-    smiles = [Chem.MolToSmiles(qm9.mol(i)) for i in range(5)]
+    smiles = [Chem.MolToSmiles(Chem.RemoveHs(qm9.mol(i))) for i in range(5)]
     print(
         f"QM9 test: {len(qm9):,} molecules; bonds perceived from 3D coordinates: {', '.join(smiles)}"
     )

@@ -78,10 +78,12 @@ def structure_to_arrays(
     """
     if not structure.is_ordered:
         raise DataError("disordered structure (partial occupancies) is not supported", item=item)
-    try:
-        numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
-    except AttributeError as exc:
-        raise DataError(f"unknown element: {exc}", item=item) from None
+    from pymatgen.core import DummySpecies
+
+    for site in structure:
+        if isinstance(site.specie, DummySpecies):
+            raise DataError(f"unknown element {site.specie.symbol!r}", item=item)
+    numbers = np.array([site.specie.Z for site in structure], dtype=np.int64)
     positions = np.array(structure.cart_coords, dtype=np.float64).reshape(-1, 3)
     cell = np.array(structure.lattice.matrix, dtype=np.float64)
     pbc = np.array(structure.lattice.pbc, dtype=bool)

@@ -42,15 +42,20 @@ def parse_cif(cif: str, *, item: str | None = None) -> tuple[np.ndarray, ...]:
 
     if not isinstance(cif, str) or not cif.strip():
         raise DataError("empty CIF", item=item)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
             structure = Structure.from_str(cif, fmt="cif", primitive=False)
-    except Exception as exc:  # pymatgen raises many types for bad CIFs
-        message = str(exc).strip().splitlines()
-        raise DataError(
-            f"malformed CIF: {message[0] if message else type(exc).__name__}", item=item
-        ) from None
+        except Exception as exc:  # pymatgen raises many types for bad CIFs
+            lines = str(exc).strip().splitlines()
+            reason = lines[0] if lines else type(exc).__name__
+            # pymatgen explains the real cause (e.g. "Singular matrix") only in a warning
+            details = [
+                str(w.message).splitlines()[-1] for w in caught if "parsing CIF" in str(w.message)
+            ]
+            if details:
+                reason += f" ({details[0]})"
+            raise DataError(f"malformed CIF: {reason}", item=item) from None
     numbers, _, cell, pbc = structure_to_arrays(structure, item=item)
     frac = np.asarray(structure.frac_coords, dtype=np.float64)
     frac = frac - np.floor(frac)

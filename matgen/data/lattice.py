@@ -27,7 +27,7 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
 def _tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
 
 
 def _like(result: torch.Tensor, template: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -97,7 +97,8 @@ def wrap_frac(frac: Array) -> Array:
 def niggli_reduce(
     cell: np.ndarray, positions: np.ndarray | None = None, *, eps: float = 1e-5
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Niggli-reduce one cell (Křivý–Gruber, via ASE) and re-wrap positions into it.
+    """Niggli-reduce one cell (Křivý–Gruber, via pymatgen, orientation kept) and re-wrap
+    positions into it.
 
     Args:
         cell: ``(3, 3)`` lattice vectors as rows, Å.
@@ -109,9 +110,9 @@ def niggli_reduce(
         lattice) and the positions moved by lattice vectors so that their fractional coordinates
         in the reduced cell lie in [0, 1).
     """
-    from ase.cell import Cell
+    from pymatgen.core import Lattice
 
-    reduced, _ = Cell(np.asarray(cell, dtype=np.float64)).niggli_reduce(eps=eps)
+    reduced = Lattice(np.asarray(cell, dtype=np.float64)).get_niggli_reduced_lattice(tol=eps).matrix
     reduced = np.asarray(reduced, dtype=np.float64)
     if positions is None:
         return reduced, None

@@ -4,6 +4,7 @@ energy-above-hull labels."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,9 @@ def read_elemental_references(path: str | Path) -> dict[str, ComputedEntry]:
     entries = {}
     for element, entry in raw.items():
         try:
-            entries[element] = ComputedEntry.from_dict(entry)
+            with warnings.catch_warnings():  # pymatgen warns about noble-gas electronegativity
+                warnings.simplefilter("ignore", UserWarning)
+                entries[element] = ComputedEntry.from_dict(entry)
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"bad ComputedEntry: {exc}", path=path, item=element) from None
     return entries

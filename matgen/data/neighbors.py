@@ -12,6 +12,8 @@ compared with the cutoff (many images) and strongly skewed cells are handled by 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -49,14 +51,27 @@ def _periodic(pbc: np.ndarray | torch.Tensor | bool) -> list[bool]:
     return [bool(flags[0])] * 3 if flags.size == 1 else [bool(f) for f in flags]
 
 
+_LOCAL = threading.local()
+_THREADED_ABOVE = 2000  # atoms; below this, vesin's thread start-up costs more than it saves
+
+
+def _calculator(cutoff: float, n_atoms: int):  # -> vesin.NeighborList
+    """A vesin calculator per thread, cutoff and threading mode, reused across calls."""
+    from vesin import NeighborList
+
+    cache = _LOCAL.__dict__.setdefault("calculators", {})
+    key = (cutoff, n_atoms > _THREADED_ABOVE)
+    if key not in cache:
+        cache[key] = NeighborList(cutoff=cutoff, full_list=True, n_threads=0 if key[1] else 1)
+    return cache[key]
+
+
 def _neighbor_list_numpy(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray | bool, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    from vesin import NeighborList
-
     periodic = _periodic(pbc)
     box = cell.astype(np.float64) if any(periodic) else np.zeros((3, 3))
-    i, j, shifts = NeighborList(cutoff=float(cutoff), full_list=True).compute(
+    i, j, shifts = _calculator(float(cutoff), len(positions)).compute(
         positions.astype(np.float64), box, periodic, quantities="ijS"
     )
     return np.stack([i, j]).astype(np.int64), shifts.astype(np.int64)
@@ -65,7 +80,7 @@ def _neighbor_list_numpy(
 def _neighbor_list_torch(
     positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor | bool, cutoff: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from vesin.torch import NeighborList
+    from vesin_torch import NeighborList
 
     periodic = _periodic(pbc)
     points = positions.detach()
