@@ -29,7 +29,7 @@ are the single source of truth. Build batches with :meth:`from_structures`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -116,9 +116,12 @@ class AtomsBatch:
     # ------------------------------------------------------------------ geometry
     @property
     def frac_coords(self) -> torch.Tensor:
-        """Fractional coordinates ``(N, 3)``: ``positions = frac @ cell``. Not wrapped; for
-        molecules (singular cells) the values are meaningless."""
-        cell = self.cell[self.batch]
+        """Fractional coordinates ``(N, 3)``: ``positions = frac @ cell``, not wrapped. Systems
+        with no periodic direction use the identity cell (their fractional coordinates are their
+        positions in Å), so mixed batches never meet a singular cell."""
+        eye = torch.eye(3, dtype=self.cell.dtype, device=self.device).expand_as(self.cell)
+        cells = torch.where(self.pbc.any(dim=1)[:, None, None], self.cell, eye)
+        cell = cells[self.batch]
         return torch.linalg.solve(cell.transpose(1, 2), self.positions.unsqueeze(-1)).squeeze(-1)
 
     @property
@@ -169,44 +172,33 @@ class AtomsBatch:
             )
 
     # ------------------------------------------------------------------ device and dtype
+    def _map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> AtomsBatch:
+        """A copy with ``fn`` applied to every tensor field (``batch`` is rebuilt)."""
+        opt = lambda t: None if t is None else fn(t)  # noqa: E731
+        return replace(
+            self,
+            positions=fn(self.positions),
+            numbers=fn(self.numbers),
+            cell=fn(self.cell),
+            pbc=fn(self.pbc),
+            n_atoms=fn(self.n_atoms),
+            edge_index=opt(self.edge_index),
+            shifts=opt(self.shifts),
+            system_props={k: fn(v) for k, v in self.system_props.items()},
+            atom_props={k: fn(v) for k, v in self.atom_props.items()},
+        )
+
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> AtomsBatch:
         """Move to ``device`` and cast floating fields to ``dtype``; integer fields keep theirs."""
-
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            if t is None:
-                return None
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-
-        return replace(
-            self,
-            positions=move(self.positions),
-            numbers=move(self.numbers),
-            cell=move(self.cell),
-            pbc=move(self.pbc),
-            n_atoms=move(self.n_atoms),
-            edge_index=move(self.edge_index),
-            shifts=move(self.shifts),
-            system_props={k: move(v) for k, v in self.system_props.items()},
-            atom_props={k: move(v) for k, v in self.atom_props.items()},
+        return self._map_tensors(
+            lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None)
         )
 
     def pin_memory(self) -> AtomsBatch:
         """Page-locked copy for asynchronous host-to-GPU transfer (DataLoader ``pin_memory``)."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return replace(
-            self,
-            positions=pin(self.positions),
-            numbers=pin(self.numbers),
-            cell=pin(self.cell),
-            pbc=pin(self.pbc),
-            n_atoms=pin(self.n_atoms),
-            edge_index=pin(self.edge_index),
-            shifts=pin(self.shifts),
-            system_props={k: pin(v) for k, v in self.system_props.items()},
-            atom_props={k: pin(v) for k, v in self.atom_props.items()},
-        )
+        return self._map_tensors(torch.Tensor.pin_memory)
 
     # ------------------------------------------------------------------ construction
     @classmethod

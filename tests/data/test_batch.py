@@ -54,6 +54,15 @@ def test_mixed_crystals_and_molecules_batch_like_each_alone():
         back = part.to_atoms()[0]
         np.testing.assert_allclose(back.positions, system.positions, atol=1e-12)
         assert (back.numbers == system.numbers).all() and (back.pbc == system.pbc).all()
+    # fractional coordinates: crystals in their cell, molecules (no cell) in Å
+    frac = batch.frac_coords
+    offsets = batch.atom_offsets.tolist()
+    np.testing.assert_allclose(
+        frac[: offsets[1]].numpy(), systems[0].get_scaled_positions(wrap=False), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        frac[offsets[1] : offsets[2]].numpy(), systems[1].positions, atol=1e-12
+    )
     # molecules never get periodic images
     molecule_edges = torch.isin(batch.batch[batch.edge_index[0]], torch.tensor([1, 3]))
     assert int(batch.shifts[molecule_edges].abs().sum()) == 0
