@@ -65,6 +65,11 @@ def test_every_subpackage_has_a_layer():
 def test_imports_flow_downward():
     violations = []
     for path, package in _modules():
+        tree = ast.parse(path.read_text())
+        if any(isinstance(n, ast.ImportFrom) and n.level > 0 for n in ast.walk(tree)):
+            violations.append(
+                f"{path.relative_to(PACKAGE)} uses a relative import (this check needs absolute ones)"
+            )
         for name in _imports(path):
             if name.startswith("matgen."):
                 target = name.split(".")[1]

@@ -82,7 +82,7 @@ def run_info(args: argparse.Namespace) -> int:
         "rows",
         *(("counted",) if counts else ()),
         "size",
-        "sha256",
+        "state",
         "sha256[:16]",
     )
     print(format_table(header, rows))

@@ -151,7 +151,14 @@ class AtomsBatch:
             shifts.append(torch.as_tensor(sh, device=self.device))
         edge_index = torch.cat(edges, 1) if edges else torch.zeros(2, 0, dtype=torch.long)
         shift = torch.cat(shifts, 0) if shifts else torch.zeros(0, 3, dtype=torch.long)
-        return replace(self, edge_index=edge_index, shifts=shift, cutoff=float(cutoff))
+        return replace(
+            self,
+            edge_index=edge_index,
+            shifts=shift,
+            cutoff=float(cutoff),
+            system_props=dict(self.system_props),
+            atom_props=dict(self.atom_props),
+        )
 
     def validate(self) -> None:
         """Raise :class:`DataError` naming the first system with non-finite positions or a
@@ -265,8 +272,9 @@ class AtomsBatch:
         dtype: torch.dtype = torch.float64,
         device: torch.device | str = "cpu",
     ) -> AtomsBatch:
-        """Batch systems ``index`` (default: all) of a collection with their targets
-        (``system_arrays``, ``atom_arrays`` and numeric property columns named in neither)."""
+        """Batch systems ``index`` (default: all) of a collection with their targets: per-system
+        ``system_arrays`` and numeric property columns (``band_gap``, …) in ``system_props``,
+        ``atom_arrays`` in ``atom_props``."""
         index = list(range(len(collection))) if index is None else list(index)
         sub = collection.subset(index)
         ids = (
@@ -280,8 +288,14 @@ class AtomsBatch:
             n_atoms=torch.as_tensor(sub.n_atoms, dtype=torch.long, device=device),
             ids=tuple(ids),
         )
+        numeric = {
+            c: sub.properties[c].to_numpy(np.float64)
+            for c in sub.properties.columns
+            if sub.properties[c].dtype.kind in "iuf" and c not in sub.system_arrays
+        }
         out.system_props = {
-            k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in sub.system_arrays.items()
+            k: torch.as_tensor(v, dtype=dtype, device=device)
+            for k, v in (sub.system_arrays | numeric).items()
         }
         out.atom_props = {
             k: torch.as_tensor(v, dtype=dtype, device=device) for k, v in sub.atom_arrays.items()
@@ -322,7 +336,7 @@ class AtomsBatch:
             atom_props={
                 k: torch.cat([b.atom_props[k] for b in items]) for k in sorted(common_atom)
             },
-            ids=tuple(i for b in items for i in b.ids),
+            ids=_unique_ids([i for b in items for i in b.ids]),
         )
 
     # ------------------------------------------------------------------ back out
@@ -368,3 +382,13 @@ class AtomsBatch:
                 )
             )
         return out
+
+
+def _unique_ids(ids: list[str]) -> tuple[str, ...]:
+    """``ids`` with repeats made distinct by their position (``0@3``), so errors name one system."""
+    if len(set(ids)) == len(ids):
+        return tuple(ids)
+    seen: dict[str, int] = {}
+    for name in ids:
+        seen[name] = seen.get(name, 0) + 1
+    return tuple(f"{name}@{k}" if seen[name] > 1 else name for k, name in enumerate(ids))

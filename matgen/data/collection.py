@@ -20,6 +20,7 @@ Collections save to and load from ``.npz`` without pickling (``allow_pickle=Fals
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AtomsCollection", "BadItem"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,26 @@ class AtomsCollection:
         return arrays_to_structure(*self.arrays(i))
 
     def atoms(self, i: int) -> Atoms:
-        """System ``i`` as an ASE ``Atoms`` with its per-system properties in ``info`` and its
-        per-atom and per-system arrays (``forces``, ``stress``) attached as ASE results."""
+        """System ``i`` as an ASE ``Atoms``: per-system properties in ``info``; ``energy``,
+        ``forces`` and ``stress`` (where present and finite) as results of a
+        ``SinglePointCalculator``; other per-atom arrays in ``arrays``."""
+        from ase.calculators.singlepoint import SinglePointCalculator
+
         atoms = arrays_to_atoms(*self.arrays(i))
         row = self.properties.iloc[i]
         atoms.info.update({k: _python_value(v) for k, v in row.items() if not _is_missing(v)})
         lo, hi = self.offsets[i], self.offsets[i + 1]
+        results = {}
         for key, value in self.atom_arrays.items():
-            atoms.arrays[key] = value[lo:hi].copy()
+            target = results if key == "forces" else atoms.arrays
+            if key != "forces" or np.isfinite(value[lo:hi]).all():
+                target[key] = value[lo:hi].copy()
         for key, value in self.system_arrays.items():
-            atoms.info[key] = value[i].copy()
+            target = results if key in ("energy", "stress") else atoms.info
+            if key not in ("energy", "stress") or np.isfinite(value[i]).all():
+                target[key] = value[i].copy() if key != "energy" else float(value[i])
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms
 
     def subset(self, index: np.ndarray | list[int]) -> AtomsCollection:
@@ -200,11 +211,16 @@ class AtomsCollection:
             data = {}
             for j, column in enumerate(columns):
                 values, missing = z[f"prop{j}"], z[f"propmissing{j}"]
-                series = pd.Series(values)
-                if missing.any() and values.dtype.kind in "fiu":
-                    series = series.astype(np.float64).where(~missing, np.nan)
-                elif missing.any():
-                    series = series.astype(object).where(~missing, None)
+                if values.dtype.kind in "iuf":
+                    series = pd.Series(values)
+                    if missing.any():
+                        series = series.astype(np.float64).where(~missing, np.nan)
+                else:
+                    decoded = json.loads(str(values))
+                    series = pd.Series(decoded, dtype=object)
+                    if missing.any():
+                        series = series.where(~missing, np.nan)
+                    series = series.infer_objects()
                 data[column] = series
             properties = pd.DataFrame(data, columns=columns)
             bad = [
@@ -225,12 +241,16 @@ class AtomsCollection:
 
 
 def _column_to_array(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """A pandas column as a pickle-free array plus a missing-value mask."""
+    """A pandas column as a pickle-free array plus a missing-value mask. Numeric columns stay
+    arrays; any other column is one JSON text (``str``, ``bool``, ``None`` and numbers keep their
+    types), so a cached table equals the freshly read one."""
     missing = series.isna().to_numpy()
-    if series.dtype.kind in "biuf":
+    if series.dtype.kind in "iuf":
         return series.to_numpy(), missing
-    text = [str(v) for v in series.astype(object).where(~missing, "").tolist()]
-    return np.array(text, dtype=str), missing
+    values = [
+        None if m else _python_value(v) for v, m in zip(series.astype(object), missing, strict=True)
+    ]
+    return np.array(json.dumps(values, allow_nan=True)), missing
 
 
 def _is_missing(value: object) -> bool:

@@ -85,6 +85,7 @@ def read_ase_db(
                 else:
                     atoms.info[key] = value
             atoms.info.setdefault("db_id", row.id)
+            atoms.info["_item"] = f"id {row.id}"
             frames.append(atoms)
     if not frames:
         raise DataError("no rows selected", path=path)
@@ -122,7 +123,8 @@ def collection_from_atoms(
     skip = {keys.energy, keys.forces, keys.stress}
     for k, atoms in enumerate(frames):
         try:
-            systems.append(atoms_to_arrays(atoms, item=f"frame {k}"))
+            item = atoms.info.pop("_item", f"frame {k}")
+            systems.append(atoms_to_arrays(atoms, item=item))
             energy = _lookup(atoms, keys.energy, per_atom=False)
             force = _lookup(atoms, keys.forces, per_atom=True)
             stress = _lookup(atoms, keys.stress, per_atom=False)
@@ -132,9 +134,9 @@ def collection_from_atoms(
             forces.append(np.full((len(atoms), 3), np.nan) if force is None else force)
             stresses.append(np.full((3, 3), np.nan) if stress is None else _stress_3x3(stress))
         except DataError as exc:
-            raise DataError(exc.reason, path=path, row=k) from None
+            raise DataError(exc.reason, path=path, row=k, item=exc.item) from None
         except ValueError as exc:
-            raise DataError(str(exc), path=path, row=k) from None
+            raise DataError(str(exc), path=path, row=k, item=item) from None
         rows.append(
             {
                 key: value

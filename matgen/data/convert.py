@@ -47,7 +47,8 @@ def check_system(
     """Validate one system's arrays.
 
     Checks: at least one atom, known atomic numbers (1..118), finite positions and cell, and a
-    non-degenerate cell (volume above ``min_volume`` Å^3) when any direction is periodic.
+    non-degenerate cell: the periodic lattice vectors span a volume (3D), area (2D) or length
+    (1D) above ``min_volume``.
 
     Raises:
         DataError: naming ``item`` and what is wrong.
@@ -62,10 +63,15 @@ def check_system(
         raise DataError(f"non-finite position for atom {atom}", item=item)
     if not np.isfinite(cell).all():
         raise DataError("non-finite cell", item=item)
-    if np.any(pbc):
-        volume = abs(float(np.linalg.det(cell)))
-        if volume <= min_volume:
-            raise DataError(f"degenerate cell: volume {volume:.3g} Å^3", item=item)
+    periodic = np.asarray(pbc, dtype=bool).reshape(-1)
+    if periodic.any():
+        # The periodic lattice vectors must be independent: volume for 3D, area for 2D, length
+        # for 1D (square root of the Gram determinant).
+        vectors = np.asarray(cell, dtype=np.float64)[np.broadcast_to(periodic, 3)]
+        measure = float(np.sqrt(max(np.linalg.det(vectors @ vectors.T), 0.0)))
+        if measure <= min_volume:
+            kind = {3: "volume", 2: "area", 1: "length"}[len(vectors)]
+            raise DataError(f"degenerate cell: periodic {kind} {measure:.3g}", item=item)
 
 
 def structure_to_arrays(

@@ -8,10 +8,7 @@ only arrays.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +18,12 @@ from matgen.data.collection import AtomsCollection, BadItem
 from matgen.data.convert import structure_to_arrays
 from matgen.data.errors import DataError
 from matgen.data.integrity import sha256_file, text_stream
+from matgen.data.parallel import process_map
 from matgen.data.root import cache_dir
 
 __all__ = ["parse_cif", "read_crystal_csv"]
 
-_PARSER_VERSION = 1
+_PARSER_VERSION = 2
 _ID_COLUMNS = ("material_id", "id", "name")
 
 
@@ -63,14 +61,12 @@ def parse_cif(cif: str, *, item: str | None = None) -> tuple[np.ndarray, ...]:
     return numbers, frac @ cell, cell, pbc
 
 
-def _parse_chunk(rows: list[tuple[int, str, str]]) -> list[tuple[int, str, object]]:
-    out: list[tuple[int, str, object]] = []
-    for row, item, cif in rows:
-        try:
-            out.append((row, item, parse_cif(cif, item=item)))
-        except DataError as exc:
-            out.append((row, item, exc.reason))
-    return out
+def _parse_row(row: tuple[int, str, str]) -> tuple[int, str, object]:
+    index, item, cif = row
+    try:
+        return index, item, parse_cif(cif, item=item)
+    except DataError as exc:
+        return index, item, exc.reason
 
 
 def read_crystal_csv(
@@ -154,30 +150,15 @@ def _row_ids(table: pd.DataFrame) -> list[str]:
 def _parse_all(
     rows: list[tuple[int, str, str]], workers: int | None, progress: bool, path: Path
 ) -> list[tuple[int, str, object]]:
-    from tqdm.auto import tqdm
-
-    workers = workers or os.cpu_count() or 1
-    chunk = 256
-    chunks = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
-    bar = tqdm(total=len(rows), desc=f"parsing {path.name}", unit="cif", disable=not progress)
-    results: list[tuple[int, str, object]] = []
-    try:
-        if workers <= 1 or len(chunks) <= 1:
-            for part in chunks:
-                results.extend(_parse_chunk(part))
-                bar.update(len(part))
-        else:
-            # fork: needs no `if __name__ == "__main__"` guard in user scripts; workers only
-            # run pymatgen, never torch.
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                for part in pool.map(_parse_chunk, chunks):
-                    results.extend(part)
-                    bar.update(len(part))
-    finally:
-        bar.close()
-    return results
+    return process_map(
+        _parse_row,
+        rows,
+        workers=workers,
+        chunk_size=256,
+        progress=progress,
+        desc=f"parsing {path.name}",
+        unit="cif",
+    )
 
 
 def _check_bad(bad: list[BadItem], on_error: str, path: Path) -> None:

@@ -74,7 +74,7 @@ class AtomsDataset(Dataset):
         item = AtomsBatch.from_collection(
             self.collection, [i], id_column=self.id_column, dtype=self.dtype
         )
-        return item.with_neighbors(self.cutoff) if self.cutoff else item
+        return item.with_neighbors(self.cutoff) if self.cutoff is not None else item
 
     @property
     def properties(self) -> pd.DataFrame:
@@ -137,10 +137,10 @@ class SmilesDataset(Dataset):
 
     def mol(self, i: int) -> Chem.Mol:
         """Molecule ``i`` as an RDKit ``Mol``; raises :class:`DataError` for invalid SMILES."""
-        from rdkit import Chem, RDLogger
+        from rdkit import Chem, rdBase
 
-        RDLogger.DisableLog("rdApp.*")
-        mol = Chem.MolFromSmiles(self.smiles[i])
+        with rdBase.BlockLogs():
+            mol = Chem.MolFromSmiles(self.smiles[i])
         if mol is None:
             raise DataError(f"invalid SMILES {self.smiles[i]!r}", item=f"{self.name} row {i}")
         return mol

@@ -101,5 +101,8 @@ def edge_vectors(
     """Edge vectors ``r_ij = x_j - x_i + S @ cell[system]`` ``(E, 3)``, differentiable in
     ``positions`` ``(N, 3)`` and ``cell`` ``(B, 3, 3)``; ``batch`` ``(N,)`` maps atoms to systems."""
     i, j = edge_index
-    offsets = torch.einsum("ek,ekl->el", shifts.to(positions.dtype), cell[batch[i]])
+    system = batch[i]
+    shift = shifts.to(positions.dtype)
+    # One lattice row at a time: (E, 3) temporaries instead of an (E, 3, 3) copy of the cells.
+    offsets = sum(shift[:, k : k + 1] * cell[system, k] for k in range(3))
     return positions[j] - positions[i] + offsets

@@ -62,6 +62,19 @@ def read_qm9_npz(path: str | Path) -> AtomsCollection:
         }
         | {k: z[k].astype(np.float64) for k in QM9_PROPERTIES}
     )
+    try:
+        return _collection(numbers, z, offsets, n, properties)
+    except ValueError as exc:
+        raise DataError(str(exc), path=path) from None
+
+
+def _collection(
+    numbers: np.ndarray,
+    z: np.lib.npyio.NpzFile,
+    offsets: np.ndarray,
+    n: int,
+    properties: pd.DataFrame,
+) -> AtomsCollection:
     return AtomsCollection(
         numbers=numbers,
         positions=z["positions"].astype(np.float64),

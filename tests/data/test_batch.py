@@ -16,6 +16,7 @@ def _assert_structures_equal(a, b, atol=1e-6):
     np.testing.assert_allclose(a.cart_coords, b.cart_coords, atol=atol)
 
 
+@pytest.mark.slow
 def test_round_trip_of_all_38413_mp20_structures(root):
     total = 0
     for split, dataset in load_dataset("mp_20", progress=False).items():
@@ -110,6 +111,42 @@ def test_frac_coords_and_volume_match_pymatgen(mp20_test):
             atol=1e-10,
         )
         assert abs(float(batch.volume[i]) - structure.volume) < 1e-8
+
+
+def test_two_dimensional_systems_and_targets_and_ids():
+    from ase.build import graphene
+
+    sheet = graphene(vacuum=None)  # pbc (T, T, F) with a zero third cell vector
+    batch = AtomsBatch.from_atoms([sheet, sheet]).with_neighbors(3.0)
+    # 3 + 6 + 3 neighbours within 3 Å (1.42, 2.46, 2.84 Å) for each of 2 atoms in 2 copies
+    assert int(batch.shifts[:, 2].abs().sum()) == 0 and batch.num_edges == 2 * 2 * 12
+    # Repeated default ids become distinct on collation, so errors name one system.
+    joined = AtomsBatch.collate(
+        [AtomsBatch.from_atoms([sheet]), AtomsBatch.from_atoms([molecule("H2O")])]
+    )
+    assert joined.ids == ("0@0", "0@1")
+    # Copies never share their target dictionaries with the original.
+    copy = batch.to(dtype=torch.float32)
+    copy.system_props["extra"] = torch.zeros(2)
+    assert (
+        "extra" not in batch.system_props and "extra" not in batch.with_neighbors(2.0).system_props
+    )
+
+
+def test_collection_targets_reach_batches_and_ase(mp20_test, root):
+    batch = AtomsBatch.from_collection(mp20_test.collection, [0, 1])
+    np.testing.assert_allclose(
+        batch.system_props["band_gap"].numpy(), mp20_test.properties["band_gap"][:2]
+    )
+    atoms = load_dataset("mlearn_Si", "test").atoms(0)
+    collection = load_dataset("mlearn_Si", "test").collection
+    assert atoms.get_potential_energy() == collection.system_arrays["energy"][0]
+    np.testing.assert_allclose(atoms.get_forces(), collection.atom_arrays["forces"][: len(atoms)])
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    np.testing.assert_allclose(
+        atoms.get_stress(), full_3x3_to_voigt_6_stress(collection.system_arrays["stress"][0])
+    )
 
 
 def test_bad_systems_are_named():

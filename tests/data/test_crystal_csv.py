@@ -162,3 +162,21 @@ def test_second_load_of_all_mp20_is_fast(root):
     elapsed = time.perf_counter() - start
     assert total == 38_413
     assert elapsed < 2.0, f"cached load of all MP-20 took {elapsed:.2f} s"
+
+
+def test_cache_keeps_column_types_and_missing_values(perov_rows, tmp_path, monkeypatch):
+    monkeypatch.setenv("MATGEN_CACHE", str(tmp_path / "cache"))
+    frame = perov_rows.head(4).copy()
+    frame["flag"] = [True, None, False, True]
+    frame["note"] = ["a", None, "c", "d"]
+    frame["maybe"] = [1.5, None, 2.5, None]
+    path = _write(frame, tmp_path / "typed.csv")
+    fresh = read_crystal_csv(path, progress=False, cache=True)
+    cached = read_crystal_csv(path, progress=False, cache=True)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    pd.testing.assert_frame_equal(cached.properties, fresh.properties)
+    assert (
+        cached.properties["flag"].tolist()[0] is True
+        and cached.properties["flag"].tolist()[2] is False
+    )
+    assert pd.isna(cached.properties["note"][1]) and cached.properties["note"][2] == "c"
