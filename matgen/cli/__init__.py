@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from matgen import __version__
 from matgen.cli import data as data_cmd
 from matgen.cli import demo as demo_cmd
+from matgen.cli import evaluate as evaluate_cmd
 
 __all__ = ["build_parser", "main"]
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"matgen {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     data_cmd.add_parser(commands)
+    evaluate_cmd.add_parser(commands)
     demo_cmd.add_parser(commands)
     return parser
 

@@ -1,0 +1,1 @@
+"""Crystal metrics with the CDVAE / DiffCSP / MatterGen definitions."""

@@ -1,0 +1,161 @@
+"""CrystalNN structure fingerprints and Magpie composition fingerprints (matminer), as in CDVAE.
+
+Structure fingerprint: the mean over sites of matminer's ``CrystalNNFingerprint`` with the
+``ops`` preset (61 numbers). Composition fingerprint: ``ElementProperty`` with the ``magpie``
+preset (132 numbers), normalised for distances with the fixed means and standard deviations that
+CDVAE and DiffCSP use (``magpie_scaler.json``; NaN after scaling becomes 0). A structure whose
+fingerprint cannot be computed gets NaN rows and ``ok = False`` (CDVAE then counts it invalid).
+Fingerprints of registered reference splits are cached (``.npz``, no pickle) under
+``$MATGEN_CACHE``, keyed by the split file's sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from matgen.data.parallel import process_map
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+__all__ = ["CrystalFingerprints", "crystal_fingerprints", "scale_composition_fingerprints"]
+
+N_STRUCTURE_FEATURES = 61
+N_COMPOSITION_FEATURES = 132
+_SCALER = Path(__file__).with_name("magpie_scaler.json")
+_VERSION = 1
+
+
+@dataclass
+class CrystalFingerprints:
+    """Fingerprints of ``n`` crystals: ``structure`` (n, 61), ``composition`` (n, 132) unscaled,
+    ``ok`` (n,) False where the structure fingerprint failed (rows are NaN there)."""
+
+    structure: np.ndarray
+    composition: np.ndarray
+    ok: np.ndarray
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{np.random.default_rng().integers(1 << 62)}")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, structure=self.structure, composition=self.composition, ok=self.ok)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> CrystalFingerprints:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["structure"], z["composition"], z["ok"])
+
+
+@cache
+def _featurizers():
+    from matminer.featurizers.composition.composite import ElementProperty
+    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
+
+    return CrystalNNFingerprint.from_preset("ops"), ElementProperty.from_preset("magpie")
+
+
+def _site_representatives(
+    structure: Structure, symprec: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sites to fingerprint and their weights: all sites (exact), or one per symmetry orbit
+    weighted by its multiplicity when ``symprec`` is given."""
+    everyone = (np.arange(len(structure)), np.ones(len(structure)))
+    if symprec is None:
+        return everyone
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        dataset = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_dataset()
+    except Exception:  # spglib fails on some degenerate cells: fall back to every site
+        return everyone
+    if dataset is None:
+        return everyone
+    representatives, weights = np.unique(dataset.equivalent_atoms, return_counts=True)
+    return representatives, weights.astype(np.float64)
+
+
+def _fingerprint_one(job: tuple[Structure, float | None]) -> tuple[np.ndarray, np.ndarray, bool]:
+    structure, symprec = job
+    site_fp, comp_fp = _featurizers()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        composition = np.asarray(comp_fp.featurize(structure.composition), dtype=np.float64)
+        try:
+            sites, weights = _site_representatives(structure, symprec)
+            rows = np.asarray(
+                [site_fp.featurize(structure, int(i)) for i in sites], dtype=np.float64
+            )
+            return weights @ rows / weights.sum(), composition, True
+        except Exception:  # matminer/pymatgen raise many types on pathological structures
+            return np.full(N_STRUCTURE_FEATURES, np.nan), composition, False
+
+
+def crystal_fingerprints(
+    structures: list[Structure],
+    *,
+    symprec: float | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+    cache_path: Path | None = None,
+) -> CrystalFingerprints:
+    """Fingerprints of ``structures``, computed in parallel processes; read from and written to
+    ``cache_path`` when given.
+
+    ``symprec`` (Å) None computes every site, exactly as CDVAE. A value fingerprints one site per
+    symmetry orbit found by spglib at that tolerance, weighted by multiplicity: about 2x faster on
+    MP-20, equal up to numerical noise in CrystalNN (differences up to ~1e-2 seen on MP-20, against
+    coverage cutoffs of 0.2-0.4).
+    """
+    if cache_path is not None and cache_path.is_file():
+        cached = CrystalFingerprints.load(cache_path)
+        if len(cached.ok) == len(structures):
+            return cached
+    rows = process_map(
+        _fingerprint_one,
+        [(s, symprec) for s in structures],
+        workers=workers,
+        chunk_size=16,
+        progress=progress,
+        desc="fingerprints",
+        unit="crystal",
+    )
+    result = CrystalFingerprints(
+        structure=np.stack([r[0] for r in rows]) if rows else np.zeros((0, N_STRUCTURE_FEATURES)),
+        composition=np.stack([r[1] for r in rows])
+        if rows
+        else np.zeros((0, N_COMPOSITION_FEATURES)),
+        ok=np.array([r[2] for r in rows], dtype=bool),
+    )
+    if cache_path is not None:
+        result.save(cache_path)
+    return result
+
+
+def reference_cache_path(sha256: str, split: str, *, symprec: float | None = None) -> Path:
+    """Cache file for the fingerprints of a registered split."""
+    from matgen.data.root import cache_dir
+
+    sites = "all" if symprec is None else f"sym{symprec:g}"
+    return cache_dir() / f"crystal_fp-v{_VERSION}-{split}-{sites}-{sha256[:32]}.npz"
+
+
+@cache
+def _scaler() -> tuple[np.ndarray, np.ndarray]:
+    data = json.loads(_SCALER.read_text())
+    return np.asarray(data["means"], dtype=np.float64), np.asarray(data["stds"], dtype=np.float64)
+
+
+def scale_composition_fingerprints(composition: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` with CDVAE's constants; NaN (missing Magpie data) becomes 0."""
+    means, stds = _scaler()
+    scaled = (np.asarray(composition, dtype=np.float64) - means) / stds
+    return np.where(np.isnan(scaled), 0.0, scaled)

@@ -1,0 +1,119 @@
+"""Structural and compositional validity of crystals, as CDVAE and DiffCSP define them.
+
+Structural validity: the minimum-image distance between every two distinct atoms (pymatgen's
+``distance_matrix``) is at least ``cutoff`` = 0.5 Å and the cell volume is at least 0.1 Å^3.
+(As in CDVAE, an atom's distance to its own periodic image is not checked.)
+
+Compositional validity (SMACT, Davies et al. 2019): a composition is valid if it is a single
+element, an alloy of metals only, or if some assignment of oxidation states (from SMACT's
+element data) is charge-neutral with the gcd-reduced counts and passes the Pauling
+electronegativity test; compositions with more than 1e7 oxidation-state combinations are invalid.
+Electronegativity data missing for an element counts as a pass, as in CDVAE. SMACT 4 returns a
+list from ``neutral_ratios`` (older versions a tuple ``(bool, ratios)``); charge neutrality is
+computed here directly — ``sum(oxidation_state * count) == 0`` — which is what ``neutral_ratios``
+tests when given one stoichiometry per site.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
+
+__all__ = [
+    "MAX_OXIDATION_COMBINATIONS",
+    "reduced_composition",
+    "smact_validity",
+    "structure_validity",
+]
+
+MAX_OXIDATION_COMBINATIONS = 10_000_000
+_BLOCK = 1 << 16
+
+
+def structure_validity(
+    structure: Structure, *, cutoff: float = 0.5, min_volume: float = 0.1
+) -> bool:
+    """True when every two distinct atoms are at least ``cutoff`` Å apart (minimum image) and
+    the volume is at least ``min_volume`` Å^3."""
+    if len(structure) == 0 or structure.volume < min_volume:
+        return False
+    distances = structure.distance_matrix + np.eye(len(structure)) * (cutoff + 10.0)
+    return bool(distances.min() >= cutoff)
+
+
+def reduced_composition(numbers: list[int] | np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(elements, counts)``: atomic numbers in ascending order and counts divided by their gcd."""
+    counter = Counter(int(z) for z in numbers)
+    elements = tuple(sorted(counter))
+    counts = np.array([counter[z] for z in elements])
+    counts = counts // np.gcd.reduce(counts)
+    return elements, tuple(int(c) for c in counts)
+
+
+@lru_cache(maxsize=200_000)
+def smact_validity(
+    elements: tuple[int, ...],
+    counts: tuple[int, ...],
+    *,
+    pauling_test: bool = True,
+    include_alloys: bool = True,
+) -> bool:
+    """SMACT charge neutrality plus the electronegativity test (see the module docstring).
+
+    Args:
+        elements: atomic numbers, as from :func:`reduced_composition`.
+        counts: gcd-reduced counts, one per element.
+    """
+    import smact
+    from pymatgen.core import Element
+    from smact.screening import pauling_test as smact_pauling_test
+
+    symbols = tuple(Element.from_Z(z).symbol for z in elements)
+    if len(set(symbols)) == 1:
+        return True
+    if include_alloys and all(s in smact.metals for s in symbols):
+        return True
+    space = smact.element_dictionary(symbols)
+    data = [space[s] for s in symbols]
+    electronegativities = [e.pauling_eneg for e in data]
+    oxidation_states = [list(e.oxidation_states or []) for e in data]
+    if any(len(o) == 0 for o in oxidation_states):
+        return False
+    n_combinations = int(np.prod([len(o) for o in oxidation_states], dtype=np.float64))
+    if n_combinations > MAX_OXIDATION_COMBINATIONS:
+        return False
+    skip_pauling = not pauling_test or any(e is None for e in electronegativities)
+    weights = np.array(counts, dtype=np.int64)
+    # Enumerate combinations in itertools.product order, in blocks, keeping the neutral ones.
+    for block in _combination_blocks(oxidation_states):
+        neutral = block[block @ weights == 0]
+        for states in neutral:
+            if skip_pauling or smact_pauling_test(
+                tuple(int(s) for s in states), electronegativities
+            ):
+                return True
+    return False
+
+
+def _combination_blocks(choices: list[list[int]]):
+    """Yield the Cartesian product of ``choices`` as int arrays of up to ``_BLOCK`` rows."""
+    lead, rest = [], list(choices)
+    # Split the product into an outer loop over leading sites and a vectorised inner block.
+    inner = 1
+    while rest and inner * len(rest[-1]) <= _BLOCK:
+        inner *= len(rest[-1])
+        lead.insert(0, rest.pop())
+    grids = np.meshgrid(*[np.array(c, dtype=np.int64) for c in lead], indexing="ij") if lead else []
+    inner_block = (
+        np.stack([g.reshape(-1) for g in grids], axis=1) if lead else np.zeros((1, 0), np.int64)
+    )
+    for outer in itertools.product(*rest):
+        prefix = np.broadcast_to(np.array(outer, dtype=np.int64), (len(inner_block), len(outer)))
+        yield np.concatenate([prefix, inner_block], axis=1)
