@@ -382,8 +382,7 @@ def _novelty_metrics(
     )
     n_valid = max(len(valid_index), 1)
     metrics["unique"] = float(unique_v.sum() / n_valid)
-    metrics["novel"] = float(novel_v.sum() / n_valid)
-    metrics["unique_novel"] = float(novel_v.sum() / n_valid)
+    metrics["novel"] = float(novel_v.sum() / n_valid)  # unique and matching no reference
     report_settings["uniqueness_novelty_population"] = "valid samples"
     report_settings["matcher"] = asdict(settings.matcher)
     counts["n_unique"] = int(unique_v.sum())
