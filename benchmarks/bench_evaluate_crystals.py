@@ -31,9 +31,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args()
 
-    from matgen.data import load_dataset
+    from matgen.data import get_spec, load_dataset
     from matgen.evaluate.crystal.coverage import coverage
-    from matgen.evaluate.crystal.fingerprints import crystal_fingerprints
+    from matgen.evaluate.crystal.fingerprints import crystal_fingerprints, reference_cache_path
     from matgen.evaluate.crystal.matching import uniqueness_and_novelty
     from matgen.evaluate.crystals import crystal_validity, reference_set
 
@@ -71,12 +71,17 @@ def main() -> None:
         workers=args.workers,
     )
     test_structures, _ = reference_set("mp_20", ["test"])
+    cache = reference_cache_path(
+        get_spec("mp_20").file("test").sha256, "test", symprec=args.symprec
+    )
+    label = f"test fingerprints ({'cached' if cache.is_file() else 'cold'})"
     test_fp = timed(
-        "fingerprints of test split",
+        label,
         crystal_fingerprints,
         test_structures,
         symprec=args.symprec,
         workers=args.workers,
+        cache_path=cache,
     )
     cov = timed("coverage", coverage, fps, test_fp, structure_cutoff=0.4, composition_cutoff=10.0)
     references, _ = timed("load train + val", reference_set, "mp_20", ["train", "val"])
