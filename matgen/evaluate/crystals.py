@@ -243,50 +243,41 @@ def evaluate_crystals(
             invalid.append(InvalidSample(i, names[i], "CrystalNN fingerprint failed"))
     invalid.sort(key=lambda sample: sample.index)
 
-    valid_index = np.flatnonzero(valid)
+    run = _Run(validity, fingerprints, built, np.flatnonzero(valid), settings, workers, progress)
     if test is not None:
-        _test_metrics(
-            test,
-            validity,
-            fingerprints,
-            built,
-            valid_index,
-            settings,
-            workers,
-            progress,
-            metrics,
-            report_settings,
-            notes,
-        )
+        _test_metrics(run, test, metrics, report_settings, notes)
     if reference is not None:
-        _novelty_metrics(
-            reference,
-            validity,
-            valid_index,
-            e_above_hull,
-            settings,
-            workers,
-            progress,
-            metrics,
-            report_settings,
-            counts,
-        )
+        _novelty_metrics(run, reference, e_above_hull, metrics, report_settings, counts)
     return EvaluationReport("crystals", metrics, report_settings, counts, invalid, notes)
 
 
+@dataclass
+class _Run:
+    """State shared by the metric groups of one :func:`evaluate_crystals` call."""
+
+    validity: CrystalValidity
+    fingerprints: CrystalFingerprints
+    built: list[int]
+    valid_index: np.ndarray
+    settings: CrystalEvalSettings
+    workers: int | None
+    progress: bool
+
+
 def _test_metrics(
-    test,
-    validity,
-    fingerprints,
-    built,
-    valid_index,
-    settings,
-    workers,
-    progress,
-    metrics,
-    report_settings,
-    notes,
+    run: _Run,
+    test: str | Sequence[Structure],
+    metrics: dict,
+    report_settings: dict,
+    notes: list[str],
 ) -> None:
+    validity, fingerprints, built, valid_index = (
+        run.validity,
+        run.fingerprints,
+        run.built,
+        run.valid_index,
+    )
+    settings, workers, progress = run.settings, run.workers, run.progress
     from scipy.stats import wasserstein_distance
 
     if isinstance(test, str):
@@ -359,17 +350,15 @@ def _test_metrics(
 
 
 def _novelty_metrics(
-    reference,
-    validity,
-    valid_index,
-    e_above_hull,
-    settings,
-    workers,
-    progress,
-    metrics,
-    report_settings,
-    counts,
+    run: _Run,
+    reference: str | Sequence[Structure],
+    e_above_hull: Sequence[float] | None,
+    metrics: dict,
+    report_settings: dict,
+    counts: dict,
 ) -> None:
+    validity, valid_index, settings = run.validity, run.valid_index, run.settings
+    workers, progress = run.workers, run.progress
     if isinstance(reference, str):
         references, _ = reference_set(reference, ["train", "val"])
         report_settings["novelty_reference"] = f"{reference}/train+val ({len(references)} crystals)"
