@@ -16,6 +16,8 @@ _LAZY = {
     "AtomsBatch": "matgen.data",
     "DataError": "matgen.data",
     "load_dataset": "matgen.data",
+    "MatgenCalculator": "matgen.integrations.ase",
+    "load_model": "matgen.mlff.checkpoint",
 }
 
 __all__ = ["__version__", *_LAZY]

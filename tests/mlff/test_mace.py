@@ -1,0 +1,154 @@
+"""MACE: the invariance/equivariance suite in float64, batching, cutoff smoothness, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from e3nn import o3
+
+from matgen.data import AtomsBatch, DataError
+
+TOL = 1e-9  # relative error allowed for exact symmetries in float64
+
+
+def _eval(model, atoms_list):
+    out = model(AtomsBatch.from_atoms(atoms_list))
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def _rel(a, b):
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)
+
+
+def _rotation(seed):
+    torch.manual_seed(seed)
+    rot = o3.rand_matrix(dtype=torch.float64).numpy()
+    return -rot if seed % 2 else rot  # odd seeds: with inversion
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_energy_invariant_forces_and_stress_equivariant_under_o3(model, mp20_atoms, ethanol, seed):
+    systems = [*mp20_atoms, ethanol]
+    ref = _eval(model, systems)
+    rot = _rotation(seed)
+    turned = []
+    for a in systems:
+        b = a.copy()
+        b.positions = a.positions @ rot.T
+        b.cell = a.cell.array @ rot.T
+        turned.append(b)
+    out = _eval(model, turned)
+    assert _rel(out["energy"], ref["energy"]) < TOL
+    assert _rel(out["forces"], ref["forces"] @ rot.T) < TOL
+    assert _rel(out["stress"], np.einsum("ij,bjk,lk->bil", rot, ref["stress"], rot)) < TOL
+    assert np.abs(ref["forces"]).max() > 1e-3  # a non-trivial check
+
+
+def test_translations_lattice_shifts_and_permutations(model, mp20_atoms, ethanol):
+    systems = [*mp20_atoms, ethanol]
+    ref = _eval(model, systems)
+    rng = np.random.default_rng(1)
+    moved, perms = [], []
+    for a in systems:
+        b = a.copy()
+        b.positions = b.positions + rng.normal(size=3) * 3.0
+        if a.pbc.any():  # move each atom by a random lattice vector
+            b.positions = b.positions + rng.integers(-2, 3, size=(len(b), 3)) @ a.cell.array
+        perm = rng.permutation(len(b))
+        perms.append(perm)
+        moved.append(b[perm])
+    out = _eval(model, moved)
+    assert _rel(out["energy"], ref["energy"]) < TOL
+    offsets = np.cumsum([0] + [len(a) for a in systems])
+    forces = np.concatenate(
+        [ref["forces"][o : o + len(p)][p] for o, p in zip(offsets, perms, strict=False)]
+    )
+    assert _rel(out["forces"], forces) < TOL
+    assert _rel(out["stress"], ref["stress"]) < TOL
+
+
+def test_supercells_give_extensive_energy_tiled_forces_equal_stress(model, mp20_atoms):
+    for a in mp20_atoms[:3]:
+        ref = _eval(model, [a])
+        big = a.repeat((2, 1, 3))
+        out = _eval(model, [big])
+        assert _rel(out["energy"], 6 * ref["energy"]) < TOL
+        assert _rel(out["forces"], np.tile(ref["forces"], (6, 1))) < TOL
+        assert _rel(out["stress"], ref["stress"]) < TOL
+
+
+def test_mixed_batch_equals_each_system_alone(model, mp20_atoms, ethanol):
+    systems = [mp20_atoms[0], ethanol, mp20_atoms[1], mp20_atoms[3]]
+    both = _eval(model, systems)
+    start = 0
+    for k, a in enumerate(systems):
+        alone = _eval(model, [a])
+        assert abs(both["energy"][k] - alone["energy"][0]) < 1e-10 * abs(alone["energy"][0])
+        np.testing.assert_allclose(
+            both["forces"][start : start + len(a)], alone["forces"], atol=1e-12
+        )
+        np.testing.assert_allclose(both["stress"][k], alone["stress"][0], atol=1e-12)
+        start += len(a)
+    assert np.all(both["stress"][1] == 0)  # the molecule has no stress
+
+
+def test_float32_agrees_with_float64(model, mp20_atoms):
+    batch = AtomsBatch.from_atoms(mp20_atoms)
+    ref = model(batch)
+    single = copy.deepcopy(model).to(torch.float32)
+    out = single(batch.to(dtype=torch.float32))
+    assert out["energy"].dtype == torch.float32
+    np.testing.assert_allclose(out["energy"].numpy(), ref["energy"].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["forces"].numpy(), ref["forces"].numpy(), atol=1e-4)
+
+
+def test_energy_and_forces_continuous_across_the_cutoff(model):
+    r_max = model.r_max
+    z = model.config.elements[:2]
+    energies, forces = [], []
+    for r in (r_max - 1e-7, r_max + 1e-7):
+        out = _eval(model, [Atoms(numbers=z, positions=[[0, 0, 0], [r, 0, 0]])])
+        energies.append(out["energy"][0])
+        forces.append(out["forces"])
+    isolated = _eval(model, [Atoms(numbers=z[:1]), Atoms(numbers=z[1:])])
+    assert abs(energies[0] - energies[1]) < 1e-12
+    assert abs(energies[1] - isolated["energy"].sum()) < 1e-12
+    assert np.abs(forces[0]).max() < 1e-10  # the envelope's derivative vanishes at r_max
+    # and the pair does interact inside the cutoff
+    inside = _eval(model, [Atoms(numbers=z, positions=[[0, 0, 0], [0.7 * r_max, 0, 0]])])
+    assert abs(inside["energy"][0] - energies[1]) > 1e-6
+
+
+def test_bad_input_is_named_never_nan(model, mp20_atoms):
+    a = mp20_atoms[0].copy()
+    a.numbers[0] = 92  # uranium: not in the model
+    with pytest.raises(DataError, match=r"element U is not supported.*knows") as err:
+        model(AtomsBatch.from_atoms([mp20_atoms[1], a], ids=["ok", "bad-U"]))
+    assert "bad-U" in str(err.value)
+
+    b = mp20_atoms[1].copy()
+    b.positions[0, 0] = np.nan
+    with pytest.raises(DataError, match="non-finite position") as err:
+        model(AtomsBatch.from_atoms([b], ids=["nan-row"]))
+    assert "nan-row" in str(err.value)
+
+    c = mp20_atoms[2].copy()
+    c.positions[1] = c.positions[0]
+    with pytest.raises(DataError, match="overlap"):
+        model(AtomsBatch.from_atoms([c], ids=["overlap"]))
+
+    with pytest.raises(DataError, match="no atoms"):
+        model(AtomsBatch.from_atoms([Atoms(cell=np.eye(3) * 3, pbc=True)], ids=["empty"]))
+
+    z = model.config.elements
+    close = _eval(model, [Atoms(numbers=z[:2], positions=[[0, 0, 0], [0.05, 0, 0]])])
+    single = _eval(model, [Atoms(numbers=z[:1])])
+    for out in (close, single):
+        assert all(np.isfinite(v).all() for v in out.values())
+    if model.config.first_interaction == "element":  # no neighbour: every feature vanishes
+        e_free = model.config.atomic_energies[0] + model.config.shift
+        assert abs(single["energy"][0] - e_free) < 1e-9
