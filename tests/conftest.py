@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from matgen.data import data_root, load_dataset
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One intra-op thread per worker: with -n 2 on 2 cores, more threads busy-wait on each other
+    # and a force-field training step gets ten times slower.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from matgen import __version__
 from matgen.cli import data as data_cmd
 from matgen.cli import demo as demo_cmd
 from matgen.cli import evaluate as evaluate_cmd
+from matgen.cli import mlff as mlff_cmd
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     data_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
+    mlff_cmd.add_train_parser(commands)
+    mlff_cmd.add_parser(commands)
     demo_cmd.add_parser(commands)
     return parser
 

@@ -41,7 +41,12 @@ def save_model(model: MACE, path: str | Path, metadata: dict[str, Any] | None = 
     """Write ``model`` (weights cast to float64 on CPU) with its config and ``metadata``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # e3nn's generated code may hold constants in its state; they are rebuilt with the model.
+    state = {
+        k: v.detach().cpu().clone()
+        for k, v in model.state_dict().items()
+        if "._compiled_main" not in k
+    }
     state = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": FORMAT,
@@ -108,6 +113,7 @@ def load_model(
     config = MACEConfig.from_dict(payload["config"])
     model = MACE(config)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    missing = [k for k in missing if "._compiled_main" not in k]  # constants, rebuilt above
     if missing or unexpected:
         raise ValueError(
             f"{path}: weights do not fit the architecture (missing {missing[:5]}, "

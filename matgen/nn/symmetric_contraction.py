@@ -12,11 +12,11 @@ target irrep ``L`` and body order ``ν = 1..correlation``, a fixed tensor ``U_{L
 Evaluation. Only the part of ``U`` symmetric in its input axes contributes, so each ``U`` is
 folded once into coefficients of the distinct monomials ``x_{i_1} .. x_{i_ν}`` with
 ``i_1 <= .. <= i_ν`` (about ``D^ν / ν!`` of them, most of which vanish by parity and selection
-rules and are dropped). A forward pass then forms the monomials of every node and channel, builds
-the coefficient matrix of each element present in the batch from its weights, and applies it
-to that element's nodes with one batched matrix product. This gives the same numbers as the
-nested contraction of the paper for any ``U``, including ``U`` taken from another
-implementation's checkpoint, at a fraction of its cost.
+rules and are dropped). All ``U`` of a block together become one sparse matrix (about 1% of
+its entries are non-zero). A forward pass forms the monomials of every node and channel,
+multiplies them by that sparse matrix once, and weights the result by each node's element
+weights. This gives the same numbers as the nested contraction of the paper for any ``U``,
+including ``U`` taken from another implementation's checkpoint, at a fraction of its cost.
 """
 
 from __future__ import annotations
@@ -153,101 +153,94 @@ class SymmetricContraction(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, _: module._fold())
 
     def _fold(self) -> None:
-        """Recompute the monomial tables from the ``U`` buffers (after init or a load)."""
-        dims = [ir.dim for _, ir in self.irreps_out]
-        offsets = [0, *itertools.accumulate(dims)]
-        self._out_dim = offsets[-1]
-        dtype = self.U_0_1.dtype if hasattr(self, "U_0_1") else torch.get_default_dtype()
-        device = self.U_0_1.device if hasattr(self, "U_0_1") else None
-        self._terms: list[tuple[int, int, int]] = []  # (j, nu, monomial offset) per block
-        index_by_nu: dict[int, list[torch.Tensor]] = {}
-        n_by_nu: dict[int, int] = {}
+        """Recompute the monomial tables from the ``U`` buffers (after init or a load).
+
+        Builds one sparse matrix ``M`` ``(O K, Q)`` over all output components ``O`` (of every
+        target irrep), all weights ``K`` (of every target irrep and body order, in the order of
+        ``_weight_keys``) and all distinct monomials ``Q`` (of every degree)."""
+        u0 = self.U_0_1
+        out_dims = [ir.dim for _, ir in self.irreps_out]
+        self._out_offsets = [0, *itertools.accumulate(out_dims)]
+        blocks = []  # (j, nu, monomial index (q, nu), coefficients (q, o, k))
         for j, _ in enumerate(self.irreps_out):
             for nu in range(1, self.correlation + 1):
                 idx, coeff = _monomials(getattr(self, f"U_{j}_{nu}"))
-                index_by_nu.setdefault(nu, []).append(idx)
-                start = n_by_nu.get(nu, 0)
-                n_by_nu[nu] = start + idx.shape[0]
-                self.register_buffer(
-                    f"M_{j}_{nu}", coeff.to(dtype=dtype, device=device), persistent=False
-                )
-                self._terms.append((j, nu, start))
-        # Unique monomials per degree; each block maps into them.
-        self._degree_offsets: dict[int, int] = {}
-        total = 0
+                blocks.append((j, nu, idx, coeff))
+        # Distinct monomials, degree by degree; a degree-nu monomial is a degree-(nu-1) one
+        # times one coordinate, so each needs a single product.
+        index: list[tuple[int, ...]] = []
         for nu in range(1, self.correlation + 1):
-            allidx = (
-                torch.cat(index_by_nu[nu])
-                if index_by_nu.get(nu)
-                else torch.zeros(0, nu, dtype=torch.long)
+            rows = {tuple(t) for _, n, idx, _ in blocks if n == nu for t in idx.tolist()}
+            index += sorted(rows)
+        # Close under prefixes so that every monomial's lower-degree factor is present.
+        known = set(index)
+        for t in list(index):
+            for a in range(1, len(t)):
+                if t[:a] not in known:
+                    known.add(t[:a])
+                    index.append(t[:a])
+        index.sort(key=lambda t: (len(t), t))
+        position = {t: q for q, t in enumerate(index)}
+        self._degree_slices = []
+        factor, coord = [], []
+        for nu in range(1, self.correlation + 1):
+            rows = [t for t in index if len(t) == nu]
+            first = position[rows[0]] if rows else len(index)
+            self._degree_slices.append((first, first + len(rows)))
+            factor.append([position[t[:-1]] if nu > 1 else 0 for t in rows])
+            coord.append([t[-1] for t in rows])
+        for nu, (f, c) in enumerate(zip(factor, coord, strict=True), start=1):
+            self.register_buffer(
+                f"monomial_factor_{nu}", torch.tensor(f, dtype=torch.long), persistent=False
             )
-            uniq, inverse = (
-                torch.unique(allidx, dim=0, return_inverse=True)
-                if allidx.numel()
-                else (allidx, torch.zeros(0, dtype=torch.long))
+            self.register_buffer(
+                f"monomial_coord_{nu}", torch.tensor(c, dtype=torch.long), persistent=False
             )
-            self.register_buffer(f"monomial_index_{nu}", uniq.to(device=device), persistent=False)
-            self._degree_offsets[nu] = total
-            total += uniq.shape[0]
-            # Row of each block's monomials inside the global monomial vector.
-            pos = 0
-            for j, _ in enumerate(self.irreps_out):
-                q = getattr(self, f"M_{j}_{nu}").shape[0]
-                self.register_buffer(
-                    f"rows_{j}_{nu}",
-                    (inverse[pos : pos + q] + self._degree_offsets[nu]).to(device=device),
-                    persistent=False,
-                )
-                pos += q
-        self._num_monomials = total
-        self._out_offsets = offsets
+        k_total = sum(coeff.shape[-1] for *_, coeff in blocks)
+        m = torch.zeros(len(index), self._out_offsets[-1], k_total, dtype=torch.float64)
+        k0 = 0
+        for j, _, idx, coeff in blocks:
+            k1 = k0 + coeff.shape[-1]
+            rows = torch.tensor([position[tuple(t)] for t in idx.tolist()], dtype=torch.long)
+            lo, hi = self._out_offsets[j], self._out_offsets[j + 1]
+            m[rows, lo:hi, k0:k1] = coeff
+            k0 = k1
+        # (O K, Q), sparse: about 1% of the entries are non-zero.
+        m_t = m.permute(1, 2, 0).reshape(-1, len(index)).to(dtype=u0.dtype, device=u0.device)
+        self.register_buffer("monomial_coefficients_t", m_t.to_sparse(), persistent=False)
+        self._weight_keys = [f"{j}_{nu}" for j, nu, *_ in blocks]
 
     def monomials(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, D) -> (N, C, Q)``: every distinct monomial of degree 1..correlation in use."""
-        parts = []
+        """``(N, C, D) -> (Q, N * C)``: every distinct monomial of degree 1..correlation in use,
+        monomial-major so that each is one contiguous row."""
+        n, c, d = x.shape
+        rows = x.permute(2, 0, 1).reshape(d, n * c)
+        parts: list[torch.Tensor] = []
         for nu in range(1, self.correlation + 1):
-            idx = getattr(self, f"monomial_index_{nu}")
-            if idx.shape[0] == 0:
+            coord = rows.index_select(0, getattr(self, f"monomial_coord_{nu}"))
+            if nu == 1:
+                parts.append(coord)
                 continue
-            term = x[..., idx[:, 0]]
-            for a in range(1, nu):
-                term = term * x[..., idx[:, a]]
-            parts.append(term)
-        return torch.cat(parts, dim=-1)
-
-    def coefficients(self, elements: torch.Tensor) -> torch.Tensor:
-        """``(P,) -> (P, C, Q, O)`` coefficient matrices of the given element indices."""
-        n_p = elements.shape[0]
-        ref = self.U_0_1
-        out = ref.new_zeros(n_p, self.num_channels, self._num_monomials, self._out_dim)
-        for j, nu, _ in self._terms:
-            w = self.weights[f"{j}_{nu}"][elements]  # (P, K, C)
-            if w.shape[1] == 0:
-                continue
-            m = getattr(self, f"M_{j}_{nu}")  # (q, o, K)
-            block = torch.einsum("qok,pkc->pcqo", m, w)
-            rows = getattr(self, f"rows_{j}_{nu}")
-            lo, hi = self._out_offsets[j], self._out_offsets[j + 1]
-            out[:, :, rows, lo:hi] = out[:, :, rows, lo:hi] + block
-        return out
+            lower = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+            parts.append(lower.index_select(0, getattr(self, f"monomial_factor_{nu}")) * coord)
+        return torch.cat(parts, dim=0)
 
     def forward(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         """Args: ``x`` ``(N, C, D)``; ``elements`` ``(N,)`` species indices in ``[0, num_elements)``.
 
-        Returns: ``(N, C * dim(irreps_out))``, channels outer and ``M`` inner per target irrep."""
-        n = x.shape[0]
-        mono = self.monomials(x)  # (N, C, Q)
-        present, inverse = torch.unique(elements, return_inverse=True)
-        coeff = self.coefficients(present)  # (P, C, Q, O)
-        order = torch.argsort(inverse)
-        counts = torch.bincount(inverse, minlength=present.shape[0]).tolist()
-        results = []
-        for p, nodes in enumerate(torch.split(order, counts)):
-            sel = mono.index_select(0, nodes).transpose(0, 1)  # (C, n_p, Q)
-            results.append(torch.bmm(sel, coeff[p]).transpose(0, 1))  # (n_p, C, O)
-        out = torch.cat(results).index_select(0, torch.argsort(order))
+        Returns: ``(N, C * dim(irreps_out))``, channels outer and ``M`` inner per target irrep.
+
+        ``Z = M^T m`` contracts the (very sparse) coefficient matrix with the monomials ``m``
+        once for all elements, ``(O K, N C)``; each node then takes its element's weights:
+        ``A[n, c, o] = sum_k Z[o, k, n, c] w[z_n, k, c]``."""
+        n, c, _ = x.shape
+        mono = self.monomials(x)  # (Q, N C)
+        o, k = self._out_offsets[-1], self.monomial_coefficients_t.shape[0] // self._out_offsets[-1]
+        z = torch.sparse.mm(self.monomial_coefficients_t, mono).view(o, k, n, c)
+        w = torch.cat([self.weights[key] for key in self._weight_keys], dim=1)  # (E, K, C)
+        out = (z * w[elements].transpose(0, 1)).sum(dim=1)  # (O, N, C)
         blocks = [
-            out[:, :, self._out_offsets[j] : self._out_offsets[j + 1]].reshape(n, -1)
+            out[self._out_offsets[j] : self._out_offsets[j + 1]].permute(1, 2, 0).reshape(n, -1)
             for j in range(len(self.irreps_out))
         ]
         return torch.cat(blocks, dim=-1)

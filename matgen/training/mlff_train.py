@@ -1,0 +1,165 @@
+"""``matgen train mlff CONFIG``: one YAML file in, a weights-only checkpoint with its data card out.
+
+The YAML (see ``configs/mlff/*.yaml``) has four sections:
+
+``model``     ``preset`` name and field ``overrides`` of :class:`matgen.mlff.config.MACEConfig`.
+``data``      ``train`` source, ``val`` source or ``val_fraction``, ``test`` sources,
+              ``atomic_energies`` (``fit``, a source of isolated atoms, or ``{Z: eV}``),
+              ``batch_size``. A source is ``{dataset, split}`` or ``{path}``, with ``keys``.
+``training``  ``max_epochs``, ``dtype`` (float64 / float32), ``seed``, ``accelerator``,
+              ``devices``, loss ``weights`` and ``optim`` (see :mod:`.mlff_module`).
+``output``    ``dir`` for Lightning logs and checkpoints, ``checkpoint`` for the exported model.
+
+A rerun with the same ``output.dir`` resumes from its last Lightning checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from matgen.mlff.checkpoint import load_model, save_model
+from matgen.mlff.config import preset
+from matgen.mlff.evaluation import evaluate_potential, format_errors
+from matgen.mlff.statistics import (
+    isolated_atom_energies,
+    load_configurations,
+    training_statistics,
+)
+from matgen.training.mlff_module import BestEMAExport, MLFFDataModule, MLFFModule
+
+__all__ = ["load_config", "train_mlff"]
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the training config ({exc})") from exc
+    for section in ("model", "data", "training", "output"):
+        if section not in config:
+            raise ValueError(f"{path}: missing section {section!r}")
+    return config
+
+
+def _atomic_energies(spec: Any) -> dict[int, float] | None:
+    if spec is None or spec == "fit":
+        return None
+    if isinstance(spec, dict) and ("dataset" in spec or "path" in spec):
+        return isolated_atom_energies(load_configurations(spec))
+    if isinstance(spec, dict):
+        return {int(z): float(e) for z, e in spec.items()}
+    raise ValueError(f"atomic_energies must be 'fit', a data source or {{Z: eV}}, got {spec!r}")
+
+
+def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
+    """Train, export the EMA weights, evaluate on the test sources; returns the checkpoint."""
+    started = time.time()
+    model_cfg, data_cfg = config["model"], config["data"]
+    train_cfg, out_cfg = config["training"], config["output"]
+    seed = int(train_cfg.get("seed", 0))
+    pl.seed_everything(seed, workers=True)
+    dtype = DTYPES[train_cfg.get("dtype", "float64")]
+    base = preset(model_cfg["preset"], elements=(1,), **model_cfg.get("overrides", {}))
+    r_max = base.r_max
+
+    train_set = load_configurations(data_cfg["train"], cutoff=r_max)
+    stats = training_statistics(
+        train_set,
+        r_max=r_max,
+        elements=model_cfg.get("elements"),
+        atomic_energies=_atomic_energies(data_cfg.get("atomic_energies", "fit")),
+    )
+    model_config = base.replace(**stats.as_config())
+    log(f"statistics: {stats}")
+
+    items = [train_set[i].to(dtype=dtype) for i in range(len(train_set))]
+    if "val" in data_cfg:
+        val_set = load_configurations(data_cfg["val"], cutoff=r_max)
+        val_items = [val_set[i].to(dtype=dtype) for i in range(len(val_set))]
+        train_items = items
+    else:
+        order = np.random.default_rng(seed).permutation(len(items))
+        n_val = max(1, round(float(data_cfg.get("val_fraction", 0.05)) * len(items)))
+        val_items = [items[i] for i in order[:n_val]]
+        train_items = [items[i] for i in order[n_val:]]
+    log(f"{len(train_items)} training and {len(val_items)} validation configurations")
+
+    module = MLFFModule(
+        model_config.to_dict(),
+        weights=train_cfg.get("weights"),
+        optim=train_cfg.get("optim"),
+    ).to(dtype)
+    data = MLFFDataModule(
+        train_items,
+        val_items,
+        batch_size=int(data_cfg.get("batch_size", 5)),
+        val_batch_size=int(data_cfg.get("val_batch_size", 32)),
+        seed=seed,
+    )
+    out_dir = Path(out_cfg["dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True)
+    best = BestEMAExport(out_dir / "best_ema.pt")
+    trainer = pl.Trainer(
+        max_epochs=int(train_cfg["max_epochs"]),
+        accelerator=train_cfg.get("accelerator", "auto"),
+        devices=train_cfg.get("devices", 1),
+        inference_mode=False,  # validation needs gradients for forces
+        callbacks=[checkpoints, best],
+        logger=pl.loggers.CSVLogger(out_dir, name="logs"),
+        enable_progress_bar=bool(train_cfg.get("progress_bar", False)),
+        log_every_n_steps=int(train_cfg.get("log_every_n_steps", 50)),
+        check_val_every_n_epoch=int(train_cfg.get("val_every", 1)),
+        gradient_clip_val=train_cfg.get("gradient_clip", 10.0),
+        deterministic=False,
+        limit_train_batches=train_cfg.get("limit_train_batches"),
+        limit_val_batches=train_cfg.get("limit_val_batches"),
+        num_sanity_val_steps=0,
+    )
+    last = out_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    if best.path.is_file():
+        model = load_model(best.path, dtype=torch.float64)
+        best_epoch = model.metadata.get("epoch")
+    else:
+        model, best_epoch = module.averaged_model().to(torch.float64), None
+
+    metrics: dict[str, Any] = {}
+    for source in data_cfg.get("test", []):
+        name = (
+            source.get("name")
+            or f"{source.get('dataset', source.get('path'))}:{source.get('split', '')}"
+        )
+        test_set = load_configurations(source)
+        metrics[name] = evaluate_potential(model, test_set, dtype=torch.float64)
+        log(format_errors(metrics[name], title=f"test {name}"))
+    wall = time.time() - started
+    metadata = {
+        "architecture": "MACE",
+        "training_config": config,
+        "training_data": data_cfg["train"],
+        "statistics": stats.as_config(),
+        "test_metrics": metrics,
+        "epochs": int(trainer.current_epoch),
+        "best_epoch": best_epoch,
+        "wall_time_s": round(wall, 1),
+        "device": str(trainer.strategy.root_device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    target = Path(out_cfg.get("checkpoint", out_dir / "model.pt"))
+    save_model(model, target, metadata=metadata)
+    card = target.with_suffix(".json")
+    card.write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+    log(f"wrote {target} and {card} after {wall:.0f} s")
+    return target

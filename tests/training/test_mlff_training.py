@@ -1,0 +1,131 @@
+"""Training the force field end to end on a slice of real data: Lightning module, YAML config,
+export, CLI evaluation; the loss goes down and the exported model reloads weights-only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.io import write
+
+from matgen.cli import main
+from matgen.data import load_dataset
+from matgen.mlff.checkpoint import load_model
+from matgen.mlff.statistics import load_configurations, training_statistics
+from matgen.training.mlff_train import load_config, train_mlff
+
+
+@pytest.fixture(scope="module")
+def ethanol_file(tmp_path_factory, root):
+    data = load_dataset("ethanol", "train")
+    path = tmp_path_factory.mktemp("eth") / "ethanol40.extxyz"
+    write(path, [data.atoms(i) for i in range(40)], format="extxyz")
+    return path
+
+
+def _config(tmp_path, train_path, **training):
+    return {
+        "model": {
+            "preset": "cpu-small",
+            "overrides": {"hidden_irreps": "8x0e + 8x1o", "max_ell": 2, "radial_mlp": [16]},
+        },
+        "data": {
+            "train": {"path": str(train_path)},
+            "val_fraction": 0.1,
+            "atomic_energies": {"dataset": "ethanol", "split": "isolated_atoms"},
+            "test": [{"path": str(train_path), "name": "train40"}],
+            "batch_size": 4,
+        },
+        "training": {
+            "max_epochs": 3,
+            "dtype": "float64",
+            "seed": 1,
+            "accelerator": "cpu",
+            "weights": {"energy": 1.0, "forces": 10.0},
+            "optim": {"lr": 0.01, "stage_two_fraction": 0.34},
+        }
+        | training,
+        "output": {"dir": str(tmp_path / "run"), "checkpoint": str(tmp_path / "model.pt")},
+    }
+
+
+def test_statistics_on_ethanol(root):
+    data = load_configurations("ethanol:train")
+    iso = {1: -13.568422383046626, 6: -1025.2770951782686, 8: -2035.5709809589698}
+    stats = training_statistics(data, r_max=5.0, atomic_energies=iso)
+    assert stats.elements == (1, 6, 8)
+    assert stats.avg_num_neighbors == pytest.approx(8.0)  # every atom sees the 8 others
+    forces = data.collection.atom_arrays["forces"]
+    assert stats.scale == pytest.approx(np.sqrt((forces**2).mean()))
+    fitted = training_statistics(data, r_max=5.0)
+    # fitted reference energies reproduce the energies better than the isolated atoms do
+    assert abs(fitted.shift) < abs(stats.shift)
+
+
+def test_train_export_reload_and_cli_eval(tmp_path, ethanol_file, capsys):
+    config = _config(tmp_path, ethanol_file)
+    path = train_mlff(config, log=lambda *_: None)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["epochs"] >= 2 and card["test_metrics"]["train40"]["forces"]["mae"] > 0
+    model = load_model(path)  # weights-only load of the exported EMA weights
+    assert model.config.elements == (1, 6, 8)
+    losses = _losses(tmp_path / "run")
+    assert losses[-1] < losses[0]  # it learns
+    assert (
+        main(["mlff", "eval", str(path), str(ethanol_file), "--json", str(tmp_path / "e.json")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "forces H" in out and "energy_per_atom" in out
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["forces"]["mae"] == pytest.approx(
+        card["test_metrics"]["train40"]["forces"]["mae"], rel=1e-6
+    )
+
+
+def test_rerun_resumes_from_the_last_checkpoint(tmp_path, ethanol_file):
+    config = _config(tmp_path, ethanol_file, max_epochs=1)
+    train_mlff(config, log=lambda *_: None)
+    config["training"]["max_epochs"] = 2
+    path = train_mlff(config, log=lambda *_: None)
+    card = json.loads(path.with_suffix(".json").read_text())
+    epochs = [int(r.split(",")[0]) for r in _csv_rows(tmp_path / "run")]
+    assert card["epochs"] == 2 and set(epochs) >= {0, 1}
+
+
+def test_yaml_configs_in_the_repository_parse(root):
+    from pathlib import Path
+
+    from matgen.mlff.config import preset
+
+    for path in sorted(Path(__file__).parents[2].joinpath("configs", "mlff").glob("*.yaml")):
+        config = load_config(path)
+        preset(config["model"]["preset"], elements=(1,), **config["model"].get("overrides", {}))
+        assert yaml.safe_load(path.read_text())["output"]["checkpoint"]
+
+
+def _csv_rows(run):
+    rows = []
+    for f in sorted(run.glob("logs/version_*/metrics.csv")):
+        rows += f.read_text().splitlines()[1:]
+    return rows
+
+
+def _losses(run):
+    losses = []
+    for f in sorted(run.glob("logs/version_*/metrics.csv")):
+        lines = f.read_text().splitlines()
+        col = lines[0].split(",").index("val_loss")
+        losses += [float(r.split(",")[col]) for r in lines[1:] if r.split(",")[col]]
+    return losses
+
+
+def test_bad_config_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {preset: cpu-small}\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: missing section 'data'"):
+        load_config(bad)
+    torch.manual_seed(0)
