@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-EXPORT_SCRIPT = HERE.parent / "matgen" / "mlff" / "mace_export.py"
+EXPORT_SCRIPT = HERE.parent / "matgen" / "mlff" / "exporters" / "mace_export.py"
 PEER_SCRIPT = HERE / "mace_peer.py"
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -105,17 +105,35 @@ def main() -> None:
         export = work / "mp0_medium_export.pt"
         pickled = work / "mp0_medium.model"
         subprocess.run(
-            [str(args.peer_python), str(EXPORT_SCRIPT), "--random-mp0-medium", str(export),
-             "--seed", str(args.seed), "--save-model", str(pickled)],
+            [
+                str(args.peer_python),
+                str(EXPORT_SCRIPT),
+                "--random-mp0-medium",
+                str(export),
+                "--seed",
+                str(args.seed),
+                "--save-model",
+                str(pickled),
+            ],
             check=True,
         )
         from matgen.mlff.mace_import import import_mace_export
 
         model = load_model(import_mace_export(export, work / "matgen_mp0_medium.pt"))
         result = subprocess.run(
-            [str(args.peer_python), str(PEER_SCRIPT), str(pickled), str(structures),
-             "--threads", str(args.threads), "--repeats", str(args.repeats)],
-            check=True, capture_output=True, text=True,
+            [
+                str(args.peer_python),
+                str(PEER_SCRIPT),
+                str(pickled),
+                str(structures),
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                str(args.repeats),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         peer = json.loads(result.stdout.strip().splitlines()[-1])
         print(f"mace-torch {peer['version']} ({peer['python']})")
@@ -129,7 +147,9 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"MACE-MP-0-medium-like model: {params / 1e6:.2f} M parameters")
 
-    header = f"{'dtype':8s}{'batch':>6s} {'stage':9s}{'matgen /s':>11s}{'mace /s':>10s}{'ratio':>8s}"
+    header = (
+        f"{'dtype':8s}{'batch':>6s} {'stage':9s}{'matgen /s':>11s}{'mace /s':>10s}{'ratio':>8s}"
+    )
     print(header)
     print("-" * len(header))
     rows = []

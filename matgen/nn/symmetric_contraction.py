@@ -152,6 +152,21 @@ class SymmetricContraction(nn.Module):
         self._fold()
         self.register_load_state_dict_post_hook(lambda module, _: module._fold())
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Adopt the basis sizes of the incoming ``U`` and weights (a checkpoint may carry a
+        different, e.g. redundant, basis than the one built here); ``_fold`` follows."""
+        for key, buf in list(self._buffers.items()):
+            incoming = state_dict.get(prefix + key)
+            if key.startswith("U_") and incoming is not None and incoming.shape != buf.shape:
+                self._buffers[key] = torch.empty(incoming.shape, dtype=buf.dtype, device=buf.device)
+        for name, param in list(self.weights.items()):
+            incoming = state_dict.get(f"{prefix}weights.{name}")
+            if incoming is not None and incoming.shape != param.shape:
+                self.weights[name] = nn.Parameter(
+                    torch.empty(incoming.shape, dtype=param.dtype, device=param.device)
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _fold(self) -> None:
         """Recompute the monomial tables from the ``U`` buffers (after init or a load).
 
