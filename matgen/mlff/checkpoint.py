@@ -112,7 +112,13 @@ def load_model(
     payload = read_checkpoint(path)
     config = MACEConfig.from_dict(payload["config"])
     model = MACE(config)
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    # Checkpoints written before the convolution lost its (empty) e3nn tensors still carry them.
+    state = {
+        k: v
+        for k, v in payload["state_dict"].items()
+        if not k.endswith((".conv_tp.weight", ".conv_tp.output_mask"))
+    }
+    missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "._compiled_main" not in k]  # constants, rebuilt above
     if missing or unexpected:
         raise ValueError(

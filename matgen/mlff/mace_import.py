@@ -26,7 +26,7 @@ EXPORT_FORMAT = "mace-export/1"
 # Tensors whose content lives in the config (checked or rebuilt), not in matgen's state.
 _IN_CONFIG = re.compile(
     r"^(atomic_numbers|r_max|num_interactions|atomic_energies_fn\..*|scale_shift\..*|"
-    r"radial_embedding\..*|.*\._compiled_main.*|.*_zeroed)$"
+    r"radial_embedding\..*|.*\._compiled_main.*|.*_zeroed|.*\.conv_tp\.(weight|output_mask))$"
 )
 # matgen buffers rebuilt from the config (checked against the export's hyperparameters).
 _FROM_CONFIG = {"atomic_energies", "radial.bessel.frequencies"}

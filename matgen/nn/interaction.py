@@ -22,6 +22,8 @@ from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
 
+from matgen.nn.convolution import ChannelwiseConvolution
+
 __all__ = [
     "ElementInteraction",
     "InteractionBlock",
@@ -101,13 +103,8 @@ class InteractionBlock(nn.Module):
         mid_irreps, instructions = convolution_irreps(
             self.node_irreps, self.edge_irreps, self.target_irreps
         )
-        self.conv_tp = o3.TensorProduct(
-            self.node_irreps,
-            self.edge_irreps,
-            mid_irreps,
-            instructions,
-            shared_weights=False,
-            internal_weights=False,
+        self.conv_tp = ChannelwiseConvolution(
+            self.node_irreps, self.edge_irreps, mid_irreps, instructions
         )
         self.radial_mlp = e3nn_nn.FullyConnectedNet(
             [edge_feat_dim, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
@@ -126,9 +123,7 @@ class InteractionBlock(nn.Module):
         receiver, sender = edge_index
         h = self.linear_up(node_feats)
         weights = self.radial_mlp(edge_feats)
-        messages = self.conv_tp(h[sender], edge_attrs, weights)
-        summed = messages.new_zeros(node_feats.shape[0], messages.shape[1])
-        summed = summed.index_add(0, receiver, messages)
+        summed = self.conv_tp(h, edge_attrs, weights, sender, receiver)
         return self.linear(summed) / self.avg_num_neighbors
 
 
