@@ -17,6 +17,11 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, help="override training.max_epochs")
     p.add_argument("--output", type=Path, help="override output.dir")
     p.add_argument("--checkpoint", type=Path, help="override output.checkpoint")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="export and test the EMA weights of the run's last checkpoint without training",
+    )
     p.set_defaults(run=run_train)
 
 
@@ -46,7 +51,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from matgen.training.mlff_train import load_config, train_mlff
+    from matgen.training.mlff_train import export_run, load_config, train_mlff
 
     config = load_config(args.config)
     if args.max_epochs is not None:
@@ -55,7 +60,10 @@ def run_train(args: argparse.Namespace) -> int:
         config["output"]["dir"] = str(args.output)
     if args.checkpoint is not None:
         config["output"]["checkpoint"] = str(args.checkpoint)
-    train_mlff(config)
+    if args.export_only:
+        export_run(config)
+    else:
+        train_mlff(config)
     return 0
 
 

@@ -11,6 +11,7 @@ what is exported. In the last ``stage_two_fraction`` of the epochs the weights s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,12 @@ class MLFFModule(pl.LightningModule):
             for name, p in self.ema.named_parameters():
                 p.lerp_(current[name], 1.0 - decay)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stage_two"] = self._stage_two
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._stage_two = bool(checkpoint.get("stage_two", False))
+
     def on_train_epoch_start(self) -> None:
         max_epochs = self.trainer.max_epochs or 0
         start = round(max_epochs * (1.0 - self.optim.stage_two_fraction))
@@ -134,7 +141,9 @@ class MLFFModule(pl.LightningModule):
             pred = self._predict(model, batch, self.current_weights(), training=False)
         err = batch_errors(pred, batch)
         n = len(batch)
-        self.log("val_loss", self.loss(pred, batch, self.weights).detach(), batch_size=n)
+        # Scored with the current stage's weights: the best model of stage two is chosen on
+        # stage two's loss (BestEMAExport starts afresh when the stage changes).
+        self.log("val_loss", self.loss(pred, batch, self.current_weights()).detach(), batch_size=n)
         if "energy_per_atom" in err:
             self.log(
                 "val_energy_mae_meV_atom", 1000 * err["energy_per_atom"].abs().mean(), batch_size=n
@@ -229,20 +238,39 @@ class BestEMAExport(pl.Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.best = float("inf")
+        self.stage_two = False
+        self.train_seconds = 0.0
+        self._epoch_start: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: MLFFModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: MLFFModule) -> None:
+        if self._epoch_start is not None:
+            self.train_seconds += time.perf_counter() - self._epoch_start
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: MLFFModule) -> None:
         if trainer.sanity_checking:
             return
+        if pl_module._stage_two != self.stage_two:  # a new loss: compare within the stage only
+            self.stage_two, self.best = pl_module._stage_two, float("inf")
         loss = trainer.callback_metrics.get("val_loss")
         if loss is None or float(loss) >= self.best:
             return
         self.best = float(loss)
-        meta = {"epoch": int(trainer.current_epoch), "val_loss": self.best}
+        meta = {
+            "epoch": int(trainer.current_epoch),
+            "val_loss": self.best,
+            "stage_two": self.stage_two,
+            "train_seconds": round(self.train_seconds, 1),
+        }
         meta |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
         save_model(pl_module.averaged_model(), self.path, metadata=meta)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
+        return {"best": self.best, "stage_two": self.stage_two, "train_seconds": self.train_seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = float(state_dict["best"])
+        self.stage_two = bool(state_dict.get("stage_two", False))
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))

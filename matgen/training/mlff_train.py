@@ -131,10 +131,30 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
     if best.path.is_file():
         model = load_model(best.path, dtype=torch.float64)
-        best_epoch = model.metadata.get("epoch")
     else:
-        model, best_epoch = module.averaged_model().to(torch.float64), None
+        model = module.averaged_model().to(torch.float64)
+        model.metadata = {}
+    extra = {
+        "epochs": int(trainer.current_epoch),
+        "best_epoch": model.metadata.get("epoch"),
+        "train_seconds": round(best.train_seconds, 1),
+        "wall_time_s": round(time.time() - started, 1),
+        "device": str(trainer.strategy.root_device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return finish_run(config, model, stats.as_config(), extra, log=log)
 
+
+def finish_run(
+    config: dict[str, Any],
+    model: torch.nn.Module,
+    statistics: dict[str, Any],
+    extra: dict[str, Any],
+    *,
+    log: Any = print,
+) -> Path:
+    """Evaluate ``model`` on the config's test sources and write the checkpoint and data card."""
+    data_cfg, out_cfg = config["data"], config["output"]
     metrics: dict[str, Any] = {}
     for source in data_cfg.get("test", []):
         name = (
@@ -144,22 +164,51 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         test_set = load_configurations(source)
         metrics[name] = evaluate_potential(model, test_set, dtype=torch.float64)
         log(format_errors(metrics[name], title=f"test {name}"))
-    wall = time.time() - started
     metadata = {
         "architecture": "MACE",
         "training_config": config,
         "training_data": data_cfg["train"],
-        "statistics": stats.as_config(),
+        "statistics": statistics,
         "test_metrics": metrics,
-        "epochs": int(trainer.current_epoch),
-        "best_epoch": best_epoch,
-        "wall_time_s": round(wall, 1),
-        "device": str(trainer.strategy.root_device),
-        "torch_threads": torch.get_num_threads(),
+        **extra,
     }
-    target = Path(out_cfg.get("checkpoint", out_dir / "model.pt"))
+    target = Path(out_cfg.get("checkpoint", Path(out_cfg["dir"]) / "model.pt"))
     save_model(model, target, metadata=metadata)
     card = target.with_suffix(".json")
     card.write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-    log(f"wrote {target} and {card} after {wall:.0f} s")
+    log(f"wrote {target} and {card}")
     return target
+
+
+def export_run(config: dict[str, Any], *, log: Any = print) -> Path:
+    """Export the EMA weights of a run's last Lightning checkpoint (after an interrupted or
+    finished run) without training further."""
+    last = Path(config["output"]["dir"]) / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(f"no Lightning checkpoint at {last}")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    hparams = state["hyper_parameters"]
+    module = MLFFModule(
+        hparams["model_config"], weights=hparams.get("weights"), optim=hparams.get("optim")
+    )
+    missing, _ = module.load_state_dict(
+        {
+            k: v
+            for k, v in state["state_dict"].items()
+            if not k.endswith((".conv_tp.weight", ".conv_tp.output_mask"))
+        },
+        strict=False,
+    )
+    missing = [k for k in missing if "._compiled_main" not in k]
+    if missing:
+        raise ValueError(f"{last}: checkpoint lacks {missing[:5]}")
+    model = module.averaged_model().to(torch.float64)
+    extra = {"epochs": int(state["epoch"]) + 1, "exported_from": str(last)}
+    for callback_state in state.get("callbacks", {}).values():
+        if isinstance(callback_state, dict) and "train_seconds" in callback_state:
+            extra["train_seconds"] = round(float(callback_state["train_seconds"]), 1)
+    stats = {
+        k: hparams["model_config"][k]
+        for k in ("elements", "atomic_energies", "avg_num_neighbors", "scale", "shift")
+    }
+    return finish_run(config, model, stats, extra, log=log)

@@ -15,7 +15,7 @@ from matgen.cli import main
 from matgen.data import load_dataset
 from matgen.mlff.checkpoint import load_model
 from matgen.mlff.statistics import load_configurations, training_statistics
-from matgen.training.mlff_train import load_config, train_mlff
+from matgen.training.mlff_train import export_run, load_config, train_mlff
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +70,11 @@ def test_train_export_reload_and_cli_eval(tmp_path, ethanol_file, capsys):
     path = train_mlff(config, log=lambda *_: None)
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["epochs"] >= 2 and card["test_metrics"]["train40"]["forces"]["mae"] > 0
+    # stage two starts at epoch 2 of 3, and the exported model is the best of stage two
+    assert card["best_epoch"] == 2 and card["train_seconds"] > 0
     model = load_model(path)  # weights-only load of the exported EMA weights
     assert model.config.elements == (1, 6, 8)
-    losses = _losses(tmp_path / "run")
+    losses = _losses(tmp_path / "run", "val_forces_mae_meV_A")
     assert losses[-1] < losses[0]  # it learns
     assert (
         main(["mlff", "eval", str(path), str(ethanol_file), "--json", str(tmp_path / "e.json")])
@@ -94,6 +96,11 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path, ethanol_file):
     card = json.loads(path.with_suffix(".json").read_text())
     epochs = [int(r.split(",")[0]) for r in _csv_rows(tmp_path / "run")]
     assert card["epochs"] == 2 and set(epochs) >= {0, 1}
+    # the last checkpoint's EMA weights can be exported again without training
+    exported = export_run(config, log=lambda *_: None)
+    again = json.loads(exported.with_suffix(".json").read_text())
+    assert again["exported_from"].endswith("last.ckpt") and again["epochs"] == 2
+    assert again["train_seconds"] > 0
 
 
 def test_yaml_configs_in_the_repository_parse(root):
@@ -114,11 +121,11 @@ def _csv_rows(run):
     return rows
 
 
-def _losses(run):
+def _losses(run, column):
     losses = []
     for f in sorted(run.glob("logs/version_*/metrics.csv")):
         lines = f.read_text().splitlines()
-        col = lines[0].split(",").index("val_loss")
+        col = lines[0].split(",").index(column)
         losses += [float(r.split(",")[col]) for r in lines[1:] if r.split(",")[col]]
     return losses
 
