@@ -122,6 +122,11 @@ class MLFFModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._stage_two = bool(checkpoint.get("stage_two", False))
+        # Runs saved while the convolution was e3nn's TensorProduct carry its (constant,
+        # empty) tensors; the path-by-path convolution rebuilds what it needs.
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if ".conv_tp." in k]:
+            del state[key]
 
     def on_train_epoch_start(self) -> None:
         max_epochs = self.trainer.max_epochs or 0
