@@ -44,4 +44,28 @@ def run(args: argparse.Namespace) -> int:
     print("\nCrystal metrics of 200 MP-20 test crystals, 100 of them the novelty reference:")
     structures = [test.structure(i) for i in range(200)]
     print(evaluate_crystals(structures, reference=structures[:100]).table())
+    _force_field_demo(load_dataset)
     return 0
+
+
+def _force_field_demo(load_dataset) -> None:
+    """The shipped force fields on held-out data, and one ASE calculation."""
+    from ase.build import bulk
+
+    from matgen.integrations.ase import MatgenCalculator
+    from matgen.mlff.checkpoint import load_model, shipped_models
+    from matgen.mlff.evaluation import evaluate_potential, format_errors
+
+    names = shipped_models()
+    if "mace-ethanol-rmd17" in names:
+        test = load_dataset("ethanol", "test_MD")
+        test.collection = test.collection.subset(range(200))
+        report = evaluate_potential(load_model("mace-ethanol-rmd17"), test)
+        print("\n" + format_errors(report, title="mace-ethanol-rmd17 on 200 rMD17 test_MD frames:"))
+    if "mace-mlearn-si" in names:
+        si = bulk("Si", "diamond", a=5.43)
+        si.calc = MatgenCalculator.from_checkpoint("mace-mlearn-si")
+        print(
+            f"\nmace-mlearn-si, diamond Si (a = 5.43 Å): {si.get_potential_energy() / 2:.4f} eV/atom, "
+            f"stress {si.get_stress()[:3].round(5).tolist()} eV/Å^3"
+        )
