@@ -230,36 +230,46 @@ def _evaluate(
     model: torch.nn.Module, states: list[_State], relax_cell: bool
 ) -> tuple[list[float], list[torch.Tensor]]:
     """Energies and generalised forces ``(n [+ 3], 3)`` of every active structure."""
-    deform = [_deformation(s, relax_cell) for s in states]
-    positions = torch.cat([s.u @ f.T for s, f in zip(states, deform, strict=True)])
-    cells = torch.stack([s.cell0 @ f.T for s, f in zip(states, deform, strict=True)])
+    u0 = states[0].u
+    n_atoms = torch.tensor([len(s.numbers) for s in states], device=u0.device)
+    with_cell = [k for k, s in enumerate(states) if _has_cell(s, relax_cell)]
+    deform = torch.eye(3, dtype=u0.dtype, device=u0.device).repeat(len(states), 1, 1)
+    if with_cell:
+        # (1 / n) * n log F for every cell-relaxing structure, one batched exponential
+        logs = torch.stack([states[k].log_f / len(states[k].numbers) for k in with_cell])
+        logs = logs.detach().requires_grad_(True)
+        with torch.enable_grad():
+            expm = torch.linalg.matrix_exp(logs)
+        deform[with_cell] = expm.detach()
+    positions = torch.cat([s.u @ deform[k].T for k, s in enumerate(states)])
+    cells = torch.matmul(torch.stack([s.cell0 for s in states]), deform.transpose(1, 2))
     batch = AtomsBatch(
         positions=positions,
         numbers=torch.cat([s.numbers for s in states]),
         cell=cells,
         pbc=torch.stack([s.pbc for s in states]),
-        n_atoms=torch.tensor([len(s.numbers) for s in states], device=positions.device),
+        n_atoms=n_atoms,
         ids=tuple(str(s.index) for s in states),
     )
-    need_stress = any(_has_cell(s, relax_cell) for s in states)
-    out = model(batch, forces=True, stress=need_stress)
+    out = model(batch, forces=True, stress=bool(with_cell))
     energies = out["energy"].detach().cpu().double().tolist()
     forces = out["forces"].detach()
+    log_forces = {}
+    if with_cell:
+        volume = torch.linalg.det(cells[with_cell]).abs()
+        virial = -volume[:, None, None] * out["stress"][with_cell].detach()
+        cell_grad = virial @ torch.linalg.inv(deform[with_cell].transpose(1, 2))
+        (grad,) = torch.autograd.grad(expm, logs, grad_outputs=cell_grad)
+        n_cell = n_atoms[with_cell].to(grad.dtype)[:, None, None]
+        log_forces = dict(zip(with_cell, grad / n_cell, strict=True))
     offsets = batch.atom_offsets.tolist()
     generalised = []
-    for k, (state, f_mat) in enumerate(zip(states, deform, strict=True)):
+    for k in range(len(states)):
         atom_forces = forces[offsets[k] : offsets[k + 1]]
-        if not _has_cell(state, relax_cell):
+        if k in log_forces:
+            generalised.append(torch.cat([atom_forces @ deform[k], log_forces[k]], dim=0))
+        else:
             generalised.append(atom_forces)
-            continue
-        volume = torch.linalg.det(cells[k]).abs()
-        virial = -volume * out["stress"][k].detach()
-        cell_grad = virial @ torch.linalg.inv(f_mat.T)
-        log_f = (state.log_f / len(state.numbers)).detach().requires_grad_(True)
-        with torch.enable_grad():
-            expm = torch.linalg.matrix_exp(log_f)
-            (log_force,) = torch.autograd.grad(expm, log_f, grad_outputs=cell_grad)
-        generalised.append(torch.cat([atom_forces @ f_mat, log_force / len(state.numbers)], dim=0))
     return energies, generalised
 
 
