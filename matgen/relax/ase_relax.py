@@ -27,7 +27,7 @@ def relax(
 ) -> RelaxResult:
     """Relax a copy of ``atoms`` with ASE's FIRE; the cell too (FrechetCellFilter) when
     ``relax_cell`` and the structure is periodic in all directions."""
-    from matgen.integrations.ase import MatgenCalculator
+    from matgen.mlff.calculator import MatgenCalculator
 
     work = atoms.copy()
     work.calc = MatgenCalculator(model, device=device, dtype=dtype)

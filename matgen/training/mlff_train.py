@@ -15,6 +15,7 @@ A rerun with the same ``output.dir`` resumes from its last Lightning checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -175,7 +176,9 @@ def finish_run(
     target = Path(out_cfg.get("checkpoint", Path(out_cfg["dir"]) / "model.pt"))
     save_model(model, target, metadata=metadata)
     card = target.with_suffix(".json")
-    card.write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    card_data = {"checkpoint": target.name, "sha256": digest, **metadata}
+    card.write_text(json.dumps(card_data, indent=2, default=str) + "\n")
     log(f"wrote {target} and {card}")
     return target
 

@@ -152,3 +152,17 @@ def test_bad_input_is_named_never_nan(model, mp20_atoms):
     if model.config.first_interaction == "element":  # no neighbour: every feature vanishes
         e_free = model.config.atomic_energies[0] + model.config.shift
         assert abs(single["energy"][0] - e_free) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["mp0-small", "mp0-medium"])
+def test_mp0_presets_mirror_the_foundation_models(name):
+    from matgen.mlff.config import preset
+    from matgen.mlff.mace import MACE
+
+    config = preset(name)
+    assert len(config.elements) == 89 and config.r_max == 6.0 and config.num_bessel == 10
+    model = MACE(config)
+    assert len(model.interactions) == 2 and model.config.correlations == (3, 3)
+    hidden = str(model.products[0].target_irreps)
+    assert hidden == ("128x0e" if name == "mp0-small" else "128x0e+128x1o")
+    assert str(model.products[1].target_irreps) == "128x0e"  # the last layer keeps scalars
