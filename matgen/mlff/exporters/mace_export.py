@@ -119,30 +119,41 @@ def export(model: torch.nn.Module, path: Path) -> None:
     torch.load(path, weights_only=True)  # the export must be plain data
 
 
-def random_mp0_medium(seed: int) -> torch.nn.Module:
-    """A randomly initialised model with MACE-MP-0 medium hyperparameters, with non-trivial
-    reference energies, scale and shift."""
+def _random_model(seed: int, elements: list[int], **hyper) -> torch.nn.Module:
+    """A randomly initialised ScaleShiftMACE (element-first layer one, residual after)."""
     from e3nn import o3
     from mace import modules
 
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     return modules.ScaleShiftMACE(
-        r_max=6.0,
-        num_bessel=10,
         num_polynomial_cutoff=5,
-        max_ell=3,
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
         num_interactions=2,
-        num_elements=len(MP_ELEMENTS),
-        hidden_irreps=o3.Irreps("128x0e+128x1o"),
-        MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=rng.normal(-4.0, 2.0, len(MP_ELEMENTS)),
-        avg_num_neighbors=35.0,
-        atomic_numbers=MP_ELEMENTS,
+        num_elements=len(elements),
+        atomic_numbers=elements,
         correlation=3,
         gate=torch.nn.functional.silu,
+        hidden_irreps=o3.Irreps(hyper.pop("hidden_irreps")),
+        MLP_irreps=o3.Irreps(hyper.pop("MLP_irreps")),
+        **hyper,
+    )
+
+
+def random_mp0_medium(seed: int) -> torch.nn.Module:
+    """Random weights with MACE-MP-0 medium hyperparameters, with non-trivial reference
+    energies, scale and shift."""
+    rng = np.random.default_rng(seed)
+    return _random_model(
+        seed,
+        MP_ELEMENTS,
+        r_max=6.0,
+        num_bessel=10,
+        max_ell=3,
+        hidden_irreps="128x0e+128x1o",
+        MLP_irreps="16x0e",
+        atomic_energies=rng.normal(-4.0, 2.0, len(MP_ELEMENTS)),
+        avg_num_neighbors=35.0,
         radial_MLP=[64, 64, 64],
         atomic_inter_scale=1.2,
         atomic_inter_shift=-0.15,
@@ -151,27 +162,16 @@ def random_mp0_medium(seed: int) -> torch.nn.Module:
 
 def random_tiny(seed: int) -> torch.nn.Module:
     """A small random model (H, O, Na, Si, Cl; 8 channels, L=1, max_ell 2) for test fixtures."""
-    from e3nn import o3
-    from mace import modules
-
-    torch.manual_seed(seed)
-    elements = [1, 8, 11, 14, 17]
-    return modules.ScaleShiftMACE(
+    return _random_model(
+        seed,
+        [1, 8, 11, 14, 17],
         r_max=4.5,
         num_bessel=6,
-        num_polynomial_cutoff=5,
         max_ell=2,
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=2,
-        num_elements=len(elements),
-        hidden_irreps=o3.Irreps("8x0e+8x1o"),
-        MLP_irreps=o3.Irreps("8x0e"),
+        hidden_irreps="8x0e+8x1o",
+        MLP_irreps="8x0e",
         atomic_energies=np.array([-1.1, -4.2, -1.3, -5.4, -2.5]),
         avg_num_neighbors=6.0,
-        atomic_numbers=elements,
-        correlation=3,
-        gate=torch.nn.functional.silu,
         radial_MLP=[16, 16],
         atomic_inter_scale=2.0,
         atomic_inter_shift=0.1,
