@@ -13,8 +13,13 @@ and the ratio matgen / mace-torch. The peer runs in its own environment (mace-to
 e3nn, so it never enters matgen's): pass its interpreter with ``--peer-python``; build it with
 ``benchmarks/mace_peer_env.sh``. Without a peer, only matgen's figures are printed.
 
+On a GPU (``--device cuda``) both sides run there, timed with CUDA synchronisation; neighbour
+lists stay on the CPU in the pipeline stage of both (vesin for matgen, matscipy for mace-torch).
+``--structures FILE`` reads the structures from an extxyz file (the first ``--n``) instead of the
+data root, for machines without pymatgen or the data.
+
 Usage: python benchmarks/bench_mlff.py [--peer-python /path/to/mace-env/bin/python]
-       [--n 64] [--threads 2] [--repeats 3]
+       [--n 64] [--threads 2] [--repeats 3] [--device cuda] [--structures FILE]
 """
 
 from __future__ import annotations
@@ -40,12 +45,14 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def measure_matgen(model, atoms, *, dtype, batch_size, repeats):
+def measure_matgen(model, atoms, *, dtype, batch_size, repeats, device):
     from matgen.data import AtomsBatch
 
-    model = model.to(dtype)
+    model = model.to(device=device, dtype=dtype)
     chunks = _chunks(atoms, batch_size)
-    prebuilt = [AtomsBatch.from_atoms(c, dtype=dtype).with_neighbors(model.r_max) for c in chunks]
+    prebuilt = [
+        AtomsBatch.from_atoms(c, dtype=dtype).with_neighbors(model.r_max).to(device) for c in chunks
+    ]
 
     def run_model():
         for b in prebuilt:
@@ -53,19 +60,26 @@ def measure_matgen(model, atoms, *, dtype, batch_size, repeats):
 
     def run_pipeline():
         for c in chunks:
-            model(AtomsBatch.from_atoms(c, dtype=dtype))
+            model(AtomsBatch.from_atoms(c, dtype=dtype).with_neighbors(model.r_max).to(device))
 
     out = {}
     for name, fn in (("model", run_model), ("pipeline", run_pipeline)):
         fn()  # warm-up
-        best = min(_timed(fn) for _ in range(repeats))
+        _sync(device)
+        best = min(_timed(fn, device) for _ in range(repeats))
         out[name] = len(atoms) / best
     return out
 
 
-def _timed(fn) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
     start = time.perf_counter()
     fn()
+    _sync(device)
     return time.perf_counter() - start
 
 
@@ -78,27 +92,39 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--structures", type=Path, help="extxyz file instead of MP-20 test")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
-    from ase.io import write
+    from ase.io import read, write
 
-    from matgen.data import load_dataset
     from matgen.mlff.checkpoint import load_model
     from matgen.mlff.config import preset
     from matgen.mlff.mace import MACE
 
-    data = load_dataset("mp_20", "test", progress=False)
-    atoms = []
-    for i in range(args.n):
-        a = data.atoms(i)
-        a.calc = None
-        atoms.append(a)
+    if args.structures:
+        atoms = read(args.structures, index=f":{args.n}")
+        for a in atoms:
+            a.calc = None
+    else:
+        from matgen.data import load_dataset
+
+        data = load_dataset("mp_20", "test", progress=False)
+        atoms = []
+        for i in range(args.n):
+            a = data.atoms(i)
+            a.calc = None
+            atoms.append(a)
     n_atoms = sum(len(a) for a in atoms)
     work = Path(tempfile.mkdtemp(prefix="bench_mlff_"))
     structures = work / "structures.extxyz"
     write(structures, atoms, format="extxyz")
-    print(f"{args.n} MP-20 test structures ({n_atoms} atoms), {args.threads} threads")
+    where = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    )
+    print(f"{len(atoms)} MP-20 test structures ({n_atoms} atoms), {where}")
 
     peer = None
     if args.peer_python:
@@ -130,6 +156,8 @@ def main() -> None:
                 str(args.threads),
                 "--repeats",
                 str(args.repeats),
+                "--device",
+                str(device),
             ],
             check=True,
             capture_output=True,
@@ -156,7 +184,12 @@ def main() -> None:
     for dtype_name, dtype in DTYPES.items():
         for batch_size in (1, 16):
             ours = measure_matgen(
-                model, atoms, dtype=dtype, batch_size=batch_size, repeats=args.repeats
+                model,
+                atoms,
+                dtype=dtype,
+                batch_size=batch_size,
+                repeats=args.repeats,
+                device=device,
             )
             for stage in ("model", "pipeline"):
                 theirs = peer[dtype_name][str(batch_size)][stage] if peer else None

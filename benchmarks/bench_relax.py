@@ -7,7 +7,12 @@ follow the same trajectory step for step, so steps/s compare like with like). Ev
 runs until ``fmax`` or ``--max-steps``. Prints structures/s, FIRE steps/s and the ratio, in
 float64 and float32.
 
+``--device cuda`` runs both relaxers on the GPU (ASE's FIRE then moves one structure's forces to
+the host each step). ``--structures FILE`` reads the structures from an extxyz file instead of
+the data root.
+
 Usage: python benchmarks/bench_relax.py [--n 100] [--max-steps 60] [--fmax 0.05] [--threads 2]
+       [--device cuda] [--structures FILE] [--dtypes float64 float32]
 """
 
 from __future__ import annotations
@@ -29,20 +34,36 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--potential", default=None)
     parser.add_argument("--max-atoms", type=int, default=4096)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--structures", default=None, help="extxyz file instead of MP-20 test")
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument(
+        "--sequential-n",
+        type=int,
+        default=None,
+        help="relax only the first K structures with ASE (its rate is per structure)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
 
-    from matgen.data import load_dataset
     from matgen.mlff.checkpoint import load_model
     from matgen.mlff.config import preset
     from matgen.mlff.mace import MACE
     from matgen.relax import relax, relax_batched
 
-    data = load_dataset("mp_20", "test", progress=False)
+    if args.structures:
+        from ase.io import read
+
+        originals = read(args.structures, index=f":{args.n}")
+    else:
+        from matgen.data import load_dataset
+
+        data = load_dataset("mp_20", "test", progress=False)
+        originals = [data.atoms(i) for i in range(args.n)]
     rng = np.random.default_rng(0)
     structures = []
-    for i in range(args.n):
-        atoms = data.atoms(i)
+    for i, atoms in enumerate(originals):
         atoms.calc = None
         atoms.rattle(0.05, seed=i)
         strain = np.eye(3) + rng.normal(0.0, 0.02, (3, 3))
@@ -63,15 +84,19 @@ def main() -> None:
         )
         name = "random cpu-small (89 elements, scale 2000 eV: forces of about 1 eV/Å)"
     n_atoms = sum(len(a) for a in structures)
+    where = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    )
     print(
-        f"{args.n} MP-20 test structures ({n_atoms} atoms), potential {name}, "
-        f"fmax {args.fmax}, max {args.max_steps} steps, {args.threads} threads"
+        f"{len(structures)} MP-20 test structures ({n_atoms} atoms), potential {name}, "
+        f"fmax {args.fmax}, max {args.max_steps} steps, {where}"
     )
     print(
         f"{'dtype':8s}{'relaxer':12s}{'time s':>9s}{'struct/s':>10s}{'steps/s':>10s}"
         f"{'converged':>11s}"
     )
-    for dtype_name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
         start = time.perf_counter()
         batched = relax_batched(
             model,
@@ -79,13 +104,14 @@ def main() -> None:
             fmax=args.fmax,
             max_steps=args.max_steps,
             max_atoms=args.max_atoms,
+            device=device,
             dtype=dtype,
         )
         t_batched = time.perf_counter() - start
         start = time.perf_counter()
         sequential = [
-            relax(a, model, fmax=args.fmax, max_steps=args.max_steps, dtype=dtype)
-            for a in structures
+            relax(a, model, fmax=args.fmax, max_steps=args.max_steps, device=device, dtype=dtype)
+            for a in structures[: args.sequential_n]
         ]
         t_seq = time.perf_counter() - start
         rows = []
@@ -100,20 +126,21 @@ def main() -> None:
                 f"{dtype_name:8s}{label:12s}{seconds:9.1f}{len(results) / seconds:10.2f}"
                 f"{steps / seconds:10.1f}{done:>11d}"
             )
-        same = sum(a.steps == b.steps for a, b in zip(sequential, batched, strict=True))
+        pairs = list(zip(sequential, batched[: len(sequential)], strict=True))
+        same = sum(a.steps == b.steps for a, b in pairs)
         de = max(
             (
                 abs(a.energy - b.energy) / len(a.atoms)
-                for a, b in zip(sequential, batched, strict=True)
+                for a, b in pairs
                 if a.converged and b.converged
             ),
             default=float("nan"),
         )
         print(
             f"{dtype_name:8s}ratio (structures/s): {rows[1][2] / rows[0][2]:.1f}x; same step "
-            f"count {same}/{len(structures)}; max |dE| {1000 * de:.3g} meV/atom"
+            f"count {same}/{len(pairs)}; max |dE| {1000 * de:.3g} meV/atom"
         )
-        model.to(torch.float64)
+        model.to(device="cpu", dtype=torch.float64)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The mace-torch half of ``bench_mlff.py``; runs inside the mace-torch environment.
 
 Usage: PEER_PYTHON mace_peer.py MODEL.model STRUCTURES.extxyz [--threads 2] [--repeats 3]
+       [--device cuda]
 Prints one JSON line: structures/s per dtype, batch size and stage (model / pipeline).
 """
 
@@ -20,7 +21,14 @@ def main() -> None:
     parser.add_argument("structures")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.set_num_threads(args.threads)
 
     from importlib.metadata import version
@@ -33,7 +41,7 @@ def main() -> None:
     base = torch.load(args.model, map_location="cpu", weights_only=False)
     table = utils.AtomicNumberTable([int(z) for z in base.atomic_numbers])
     r_max = float(base.r_max)
-    result = {"version": version("mace-torch"), "python": sys.executable}
+    result = {"version": version("mace-torch"), "python": sys.executable, "device": str(device)}
 
     def graphs(chunk):
         return [
@@ -47,11 +55,11 @@ def main() -> None:
         loader = torch_geometric.dataloader.DataLoader(
             graphs(chunk), batch_size=len(chunk), shuffle=False
         )
-        return next(iter(loader)).to_dict()
+        return next(iter(loader)).to(device).to_dict()
 
     for dtype_name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
         torch.set_default_dtype(dtype)
-        model = base.to(dtype).eval()
+        model = base.to(device=device, dtype=dtype).eval()
         result[dtype_name] = {}
         for batch_size in (1, 16):
             chunks = [frames[i : i + batch_size] for i in range(0, len(frames), batch_size)]
@@ -68,10 +76,12 @@ def main() -> None:
             rates = {}
             for stage, fn in (("model", run_model), ("pipeline", run_pipeline)):
                 fn()
+                sync()
                 best = float("inf")
                 for _ in range(args.repeats):
                     start = time.perf_counter()
                     fn()
+                    sync()
                     best = min(best, time.perf_counter() - start)
                 rates[stage] = len(frames) / best
             result[dtype_name][str(batch_size)] = rates

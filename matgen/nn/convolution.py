@@ -97,11 +97,13 @@ class ChannelwiseConvolution(nn.Module):
             i: node_feats[:, slices[i]].reshape(n, c, -1).index_select(0, sender)
             for i in {p[0] for p in self._paths}
         }
-        w = weights.view(e, len(self._paths), c)
+        # unbind, not w[:, k]: its backward stacks the path gradients once, where each select's
+        # backward would write a zero-filled copy of all the weights
+        w = weights.view(e, len(self._paths), c).unbind(1)
         outputs: list[torch.Tensor | None] = [None] * len(self.irreps_out)
         for k, (i, i_out, d1, d3) in enumerate(self._paths):
             h = (edge_attrs @ getattr(self, f"coupling_{k}")).view(e, d1, d3)
-            xw = senders[i] * w[:, k, :, None]  # (E, C, d1)
+            xw = senders[i] * w[k][:, :, None]  # (E, C, d1)
             msg = xw * h if d1 == 1 else torch.bmm(xw, h)  # (E, C, d3)
             node = msg.new_zeros(n, c, d3).index_add(0, receiver, msg)
             outputs[i_out] = node.reshape(n, c * d3)
