@@ -11,6 +11,7 @@ from matgen.cli import data as data_cmd
 from matgen.cli import demo as demo_cmd
 from matgen.cli import evaluate as evaluate_cmd
 from matgen.cli import mlff as mlff_cmd
+from matgen.cli import screen as screen_cmd
 
 __all__ = ["build_parser", "main"]
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_parser(commands)
     mlff_cmd.add_train_parser(commands)
     mlff_cmd.add_parser(commands)
+    screen_cmd.add_parser(commands)
     demo_cmd.add_parser(commands)
     return parser
 
