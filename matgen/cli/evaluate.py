@@ -64,6 +64,37 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(run=run_molecules)
 
+    p = sub.add_parser(
+        "smiles", help="MOSES metrics of SMILES or SELFIES: FCD, SNN, Frag, Scaf, IntDiv, novelty"
+    )
+    p.add_argument(
+        "samples",
+        type=Path,
+        help="one string per line (.smi/.txt: first column) or a CSV (.csv/.csv.gz), in order",
+    )
+    p.add_argument(
+        "--representation",
+        choices=("smiles", "selfies"),
+        default=None,
+        help="default: selfies for a CSV column named selfies, else smiles",
+    )
+    p.add_argument("--column", default=None, help="CSV column (default: smiles or selfies)")
+    for flag, split in (
+        ("--train", "novelty"),
+        ("--test", "the /Test metrics and property distances"),
+        ("--test-scaffolds", "the /TestSF metrics"),
+    ):
+        p.add_argument(
+            flag, default="moses", help=f"reference for {split}: moses, a SMILES CSV, or none"
+        )
+    p.add_argument(
+        "--unique-k", type=int, nargs="+", default=[1000, 10000], help="k values of unique@k"
+    )
+    p.add_argument("--device", default="cpu", help="torch device for ChemNet and Tanimoto")
+    p.add_argument("--seed", type=int, default=None, help="the generator's seed, recorded")
+    _common(p)
+    p.set_defaults(run=run_smiles)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write the JSON report here")
@@ -149,4 +180,71 @@ def run_molecules(args: argparse.Namespace) -> int:
         ids=ids,
         reference_name=f"{args.train}/train" if args.train else None,
     )
+    return _finish(report, args)
+
+
+_STRING_COLUMNS = ("smiles", "SMILES", "Smiles", "selfies", "SELFIES", "Selfies")
+
+
+def read_molecule_strings(path: Path, column: str | None = None) -> tuple[list[str], str]:
+    """Generated strings from a file, in order, and the column they came from.
+
+    A CSV (``.csv``, ``.csv.gz``) gives ``column`` (default: the first SMILES or SELFIES column);
+    anything else is one string per line, the first whitespace-separated field, with an optional
+    ``smiles``/``selfies`` header line. Blank lines and empty cells stay in as empty strings so
+    that they count as invalid samples at their position.
+
+    Raises:
+        DataError: the file is missing or unreadable, or the CSV has no such column.
+    """
+    from matgen.data.errors import DataError
+    from matgen.data.integrity import text_stream
+
+    if not path.is_file():
+        raise DataError("file of generated molecules not found", path=path)
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(text_stream(path), dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DataError(f"not a readable CSV: {exc}", path=path) from None
+        if column is None:
+            column = next((c for c in _STRING_COLUMNS if c in table.columns), None)
+        if column is None or column not in table.columns:
+            raise DataError(
+                f"no SMILES or SELFIES column; columns are {list(table.columns)} (use --column)",
+                path=path,
+            )
+        return table[column].str.strip().tolist(), column
+    lines = text_stream(path).read().splitlines()
+    strings = [line.split()[0] if line.strip() else "" for line in lines]
+    header = strings[0] if strings and strings[0] in _STRING_COLUMNS else None
+    return (strings[1:] if header else strings), header or "first field of each line"
+
+
+def run_smiles(args: argparse.Namespace) -> int:
+    from matgen.evaluate.strings import evaluate_smiles
+
+    samples, column = read_molecule_strings(args.samples, args.column)
+    representation = args.representation or ("selfies" if column.lower() == "selfies" else "smiles")
+    references = {
+        name: None if value == "moses" else [] if value == "none" else Path(value)
+        for name, value in (
+            ("train", args.train),
+            ("test", args.test),
+            ("test_scaffolds", args.test_scaffolds),
+        )
+    }
+    report = evaluate_smiles(
+        samples,
+        representation=representation,
+        unique_k=args.unique_k,
+        n_jobs=args.workers,
+        device=args.device,
+        seed=args.seed,
+        **references,
+    )
+    report.settings["input"] = f"{args.samples} ({column})"
     return _finish(report, args)
