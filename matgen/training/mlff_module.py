@@ -186,7 +186,13 @@ class MLFFModule(pl.LightningModule):
         )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
+            # strict=False: epochs without validation (check_val_every_n_epoch > 1) keep the rate
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": "val_loss",
+                "interval": "epoch",
+                "strict": False,
+            },
         }
 
     def averaged_model(self) -> MACE:

@@ -6,8 +6,8 @@ The YAML (see ``configs/mlff/*.yaml``) has four sections:
 ``data``      ``train`` source, ``val`` source or ``val_fraction``, ``test`` sources,
               ``atomic_energies`` (``fit``, a source of isolated atoms, or ``{Z: eV}``),
               ``batch_size``. A source is ``{dataset, split}`` or ``{path}``, with ``keys``.
-``training``  ``max_epochs``, ``dtype`` (float64 / float32), ``seed``, ``accelerator``,
-              ``devices``, loss ``weights`` and ``optim`` (see :mod:`.mlff_module`).
+``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS`` per run), ``dtype`` (float64 /
+              float32), ``seed``, ``accelerator``, ``devices``, ``strategy``, loss ``weights`` and ``optim`` (see :mod:`.mlff_module`).
 ``output``    ``dir`` for Lightning logs and checkpoints, ``checkpoint`` for the exported model.
 
 A rerun with the same ``output.dir`` resumes from its last Lightning checkpoint.
@@ -114,8 +114,10 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
     best = BestEMAExport(out_dir / "best_ema.pt")
     trainer = pl.Trainer(
         max_epochs=int(train_cfg["max_epochs"]),
+        max_time=train_cfg.get("max_time"),  # "DD:HH:MM:SS": stop (and checkpoint) after this
         accelerator=train_cfg.get("accelerator", "auto"),
         devices=train_cfg.get("devices", 1),
+        strategy=train_cfg.get("strategy", "auto"),  # e.g. "ddp" across devices or nodes
         inference_mode=False,  # validation needs gradients for forces
         callbacks=[checkpoints, best],
         logger=pl.loggers.CSVLogger(out_dir, name="logs"),
