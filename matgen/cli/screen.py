@@ -57,6 +57,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="MP2020 energy corrections: for potentials trained on raw (uncorrected) DFT "
         "energies; none for potentials trained on corrected energies",
     )
+    p.add_argument(
+        "--elemental-energies",
+        choices=("auto", "relaxed", "reference"),
+        default="auto",
+        help="elemental energies of candidates on the mp hull: relaxed (the potential's own "
+        "elemental structures), reference (MP's: for potentials trained on MP-scale energies), "
+        "auto (reference when the potential's data card says energy_scale: mp)",
+    )
     p.add_argument("--no-hull", action="store_true", help="same as --hull none")
     p.add_argument(
         "--stability-threshold",
@@ -92,7 +100,10 @@ def run_screen(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     settings = ScreenSettings(
-        relax=relax, stability_threshold=args.stability_threshold, corrections=args.corrections
+        relax=relax,
+        stability_threshold=args.stability_threshold,
+        corrections=args.corrections,
+        elemental=args.elemental_energies,
     )
     store = ScreeningStore(args.db)
     if args.inputs:

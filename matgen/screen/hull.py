@@ -389,6 +389,7 @@ def hull_stage(
     corrections: Corrections = "none",
     fmax: float = 0.05,
     max_steps: int = 500,
+    elemental: Literal["auto", "relaxed", "reference"] = "auto",
 ) -> Callable[[Sequence[Structure], Sequence[float]], list[dict[str, Any]]]:
     """The screening pipeline's hull stage: ``stage(structures, energies) -> [row dict]``, with
     ``energies`` the potential's total energies (eV) of the relaxed ``structures``.
@@ -402,9 +403,19 @@ def hull_stage(
             (candidate energies taken in its scale), or a path to a ``ComputedEntry`` JSON.
         corrections: see the module docstring.
         fmax, max_steps: relaxation settings for reference structures.
+        elemental: where the candidates' elemental energies come from with ``reference="mp"``:
+            ``"relaxed"`` (``μ^pot``, the potential's relaxed elemental structures),
+            ``"reference"`` (the potential's energies are already on MP's elemental scale, as
+            for a potential trained on MP formation energies put on that scale, e.g.
+            ``mace-mp20-energies``: MP's ``μ_el`` apply, nothing is relaxed), or ``"auto"``
+            (``"reference"`` when the potential's metadata says ``energy_scale: mp``).
 
     Nothing is read or relaxed until the first call.
     """
+    if elemental not in ("auto", "relaxed", "reference"):
+        raise ValueError(f"elemental must be auto, relaxed or reference, not {elemental!r}")
+    if elemental == "auto":
+        elemental = "reference" if potential_energy_scale(model) == "mp" else "relaxed"
     from matgen.screen.mlff_hull import MLFFHull, relaxed_energies
 
     energy_fn = relaxed_energies(model, device=device, dtype=dtype, fmax=fmax, max_steps=max_steps)
@@ -416,7 +427,8 @@ def hull_stage(
                 state["hull"] = reference
             elif reference == "mp":
                 state["hull"] = ReferenceHull.from_mp(corrections=corrections)
-                state["mu"] = MLFFHull(energy_fn, state["hull"], corrections=corrections)
+                if elemental == "relaxed":
+                    state["mu"] = MLFFHull(energy_fn, state["hull"], corrections=corrections)
             elif reference == "mlff":
                 state["hull"] = MLFFHull.from_mp(energy_fn, corrections=corrections)
             else:
@@ -430,3 +442,11 @@ def hull_stage(
         return [r.as_dict() for r in hull.e_above_hull(structures, per_atom, elemental_energies=mu)]
 
     return stage
+
+
+def potential_energy_scale(model: torch.nn.Module) -> str | None:
+    """The elemental scale a potential's energies were trained on, from its metadata
+    (``energy_scale``: ``"mp"`` for MP formation energies on MP's elemental scale), or None."""
+    metadata = getattr(model, "metadata", None) or {}
+    scale = metadata.get("energy_scale")
+    return str(scale) if scale is not None else None

@@ -11,7 +11,9 @@ Flags, as MatterGen defines S.U.N.:
 - ``unique``: first of its ``StructureMatcher`` group among the valid inputs (in input order);
 - ``novel``: the *relaxed* structure matches no reference crystal (a failed relaxation's input
   structure is used instead);
-- ``stable``: the relaxation converged and ``e_above_hull <= stability_threshold`` eV/atom;
+- ``stable``: the relaxation converged and ``e_above_hull <= stability_threshold`` eV/atom
+  (with ``max_steps = 0`` no relaxation runs: rows get status ``single_point`` and the flag
+  uses the energy at the input geometry);
 - ``sun``: valid, unique, novel and stable.
 
 ``novel``, ``stable`` and ``sun`` are left out of a row when unknown (no reference set, no hull).
@@ -67,6 +69,8 @@ class ScreenSettings:
             also carry ``sun_0meV`` and ``sun_100meV``, S.U.N. at 0.0 and 0.1 eV/atom).
         corrections: energy corrections of the hull stage, ``"none"`` or ``"mp2020"``
             (:mod:`matgen.screen.hull` says when each applies).
+        elemental: the candidates' elemental energies on the MP hull: ``"relaxed"``,
+            ``"reference"`` or ``"auto"`` (see :func:`matgen.screen.hull.hull_stage`).
     """
 
     relax: RelaxSettings = field(default_factory=RelaxSettings)
@@ -74,6 +78,7 @@ class ScreenSettings:
     matcher: MatcherSettings = UN_MATCHER
     stability_threshold: float = 0.1
     corrections: str = "none"
+    elemental: str = "auto"
 
 
 @dataclass
@@ -102,11 +107,13 @@ class ScreenReport:
             ("relaxed per second (whole run)", f"{rate:.2f}"),
         ]
         order = ("unreadable", "invalid", "duplicate", "converged", "max_steps", "failed")
+        if self.counts.get("single_point"):
+            order = (*order, "single_point")
         lines += [(f"rows {status}", self.counts.get(status, 0)) for status in order]
         lines += [
             (f"novel vs {self.reference}", self.counts.get("novel", "-")),
             (
-                f"stable (converged, e_above_hull <= {self.stability_threshold} eV/atom)",
+                f"stable (settled, e_above_hull <= {self.stability_threshold} eV/atom)",
                 self.counts.get("stable", "-"),
             ),
             ("e_above_hull <= 0 (any status)", self.counts.get("on_hull", "-")),
@@ -141,6 +148,7 @@ def make_hull_stage(
         corrections=settings.corrections,
         fmax=settings.relax.fmax,
         max_steps=settings.relax.max_steps,
+        elemental=settings.elemental,
     )
 
 
@@ -296,8 +304,10 @@ class _ResultWriter:
         candidate = self.candidates[job.candidate_id]
         n = len(result.atoms)
         pairs: dict[str, Any] = _describe(candidate) | self.constant
+        single_point = self.settings.relax.max_steps == 0 and result.status == "max_steps"
+        settled = result.converged or single_point
         pairs |= {
-            "status": result.status,
+            "status": "single_point" if single_point else result.status,
             "valid": True,
             "unique": True,
             "converged": result.converged,
@@ -318,11 +328,11 @@ class _ResultWriter:
             if relaxed is not None and np.isfinite(result.energy):
                 self._add_hull(relaxed, float(result.energy), pairs, data)
             above = pairs.get("e_above_hull", float("nan"))
-            pairs["stable"] = bool(result.converged and above <= self.settings.stability_threshold)
+            pairs["stable"] = bool(settled and above <= self.settings.stability_threshold)
             if "novel" in pairs:
                 pairs["sun"] = pairs["stable"] and pairs["novel"]
                 for name, threshold in (("sun_0meV", 0.0), ("sun_100meV", 0.1)):
-                    pairs[name] = bool(result.converged and above <= threshold and pairs["novel"])
+                    pairs[name] = bool(settled and above <= threshold and pairs["novel"])
         self.store.write(job.candidate_id, result.atoms, pairs, energy=result.energy, data=data)
 
     def _novel(self, structure: Structure) -> bool:

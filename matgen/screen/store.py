@@ -11,12 +11,14 @@ key                 type   meaning
 ==================  =====  ===========================================================
 candidate_id        str    stable id (:func:`matgen.screen.identity.structure_id`)
 source              str    input file and item
-status              str    converged, max_steps, failed, invalid, duplicate, unreadable
+status              str    converged, max_steps, failed, single_point (max_steps 0), invalid,
+                           duplicate, unreadable
 reduced_formula     str    pymatgen's reduced formula
 n_atoms             int    atoms in the cell
 valid, unique       bool   validity pre-filter; first of its StructureMatcher group
 novel               bool   matches no reference crystal (relaxed structure)
-stable, sun         bool   e_above_hull <= threshold (converged only); stable+unique+novel+valid
+stable, sun         bool   e_above_hull <= threshold (converged or single point only);
+                           stable+unique+novel+valid
 converged, steps    -      relaxation outcome and FIRE steps taken
 max_force           float  largest atomic/cell force at the end, eV/Å
 energy_per_atom     float  eV/atom

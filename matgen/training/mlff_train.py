@@ -5,9 +5,11 @@ The YAML (see ``configs/mlff/*.yaml``) has four sections:
 ``model``     ``preset`` name and field ``overrides`` of :class:`matgen.mlff.config.MACEConfig`.
 ``data``      ``train`` source, ``val`` source or ``val_fraction``, ``test`` sources,
               ``atomic_energies`` (``fit``, a source of isolated atoms, or ``{Z: eV}``),
+              ``energy_scale`` (recorded in the data card: ``mp`` for MP-scale energies),
               ``batch_size``. A source is ``{dataset, split}`` or ``{path}``, with ``keys``.
 ``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS`` per run), ``dtype`` (float64 /
-              float32), ``seed``, ``accelerator``, ``devices``, ``strategy``, loss ``weights`` and ``optim`` (see :mod:`.mlff_module`).
+              float32), ``seed``, ``accelerator``, ``devices``, ``strategy``, loss ``weights``
+              and ``optim`` (see :mod:`.mlff_module`).
 ``output``    ``dir`` for Lightning logs and checkpoints, ``checkpoint`` for the exported model.
 
 A rerun with the same ``output.dir`` resumes from its last Lightning checkpoint.
@@ -175,6 +177,8 @@ def finish_run(
         "test_metrics": metrics,
         **extra,
     }
+    if "energy_scale" in data_cfg:  # e.g. "mp": energies on MP's elemental scale
+        metadata["energy_scale"] = data_cfg["energy_scale"]
     target = Path(out_cfg.get("checkpoint", Path(out_cfg["dir"]) / "model.pt"))
     save_model(model, target, metadata=metadata)
     card = target.with_suffix(".json")

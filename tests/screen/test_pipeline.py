@@ -187,3 +187,28 @@ def test_exports(inputs, tiny_potential, tmp_path):
         assert export_store(store, tmp_path / "out.parquet") == 10
     with pytest.raises(DataError, match="unknown export format"):
         export_store(store, tmp_path / "out.json")
+
+
+def test_zero_steps_screen_single_points(inputs, tiny_potential, fake_hull, tmp_path):
+    """``max_steps = 0``: no relaxation; rows are single points at the input geometry, and the
+    stability flags use their energies."""
+    from matgen.mlff.checkpoint import load_model
+
+    settings = ScreenSettings(relax=RelaxSettings(fmax=0.05, max_steps=0))
+    store = ScreeningStore(tmp_path / "single.db")
+    report = screen(
+        inputs,
+        store,
+        potential=str(tiny_potential),
+        settings=settings,
+        hull=fake_hull,
+        model=load_model(tiny_potential),
+        progress=False,
+    )
+    # a crystal already below fmax counts as converged, the others as single points
+    points = [r for r in store.records().values() if r["status"] in ("single_point", "converged")]
+    assert len(points) == 6 and report.counts["single_point"] >= 1
+    assert all(r["steps"] == 0 for r in points)
+    assert all(r["stable"] == (r["e_above_hull"] <= 0.1) for r in points)
+    for row in store.db.select(status="single_point"):
+        assert np.allclose(row.positions, row.data["initial_positions"])

@@ -15,7 +15,7 @@ atom, but no trajectories. This module turns them into labelled configurations f
 Materials in ``mp_sample_lemat`` (the set with MP's energy-above-hull labels) are left out by
 default so that the label agreement of a potential trained here is measured on unseen materials.
 
-    python -m matgen.mlff.mp_energies --out mp20_energies  # writes train.extxyz and val.extxyz
+    python -m matgen.training.mp_energies --out mp20_energies  # writes train.extxyz and val.extxyz
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from matgen.data import load_dataset
-from matgen.mlff.mp_energies import labelled_sample_ids, mp_energy_configurations
 from matgen.screen.reference import load_mp_reference
+from matgen.training.mp_energies import labelled_sample_ids, mp_energy_configurations
 
 
 @pytest.fixture(scope="module")
