@@ -10,6 +10,7 @@ from matgen import __version__
 from matgen.cli import data as data_cmd
 from matgen.cli import demo as demo_cmd
 from matgen.cli import evaluate as evaluate_cmd
+from matgen.cli import generate as generate_cmd
 from matgen.cli import mlff as mlff_cmd
 from matgen.cli import screen as screen_cmd
 
@@ -25,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     data_cmd.add_parser(commands)
     evaluate_cmd.add_parser(commands)
-    mlff_cmd.add_train_parser(commands)
+    train = mlff_cmd.add_train_parser(commands)
+    generate_cmd.add_train_parser(train)
+    generate_cmd.add_parser(commands)
     mlff_cmd.add_parser(commands)
     screen_cmd.add_parser(commands)
     demo_cmd.add_parser(commands)

@@ -9,7 +9,8 @@ from pathlib import Path
 DTYPES = ("float64", "float32")
 
 
-def add_train_parser(commands: argparse._SubParsersAction) -> None:
+def add_train_parser(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """``matgen train mlff``; returns the ``train`` sub-commands for the other models."""
     parser = commands.add_parser("train", help="train a model from a YAML config")
     sub = parser.add_subparsers(dest="train_command", metavar="MODEL")
     p = sub.add_parser("mlff", help="train the MACE force field (configs/mlff/*.yaml)")
@@ -23,6 +24,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         help="export and test the EMA weights of the run's last checkpoint without training",
     )
     p.set_defaults(run=run_train)
+    return sub
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
