@@ -91,10 +91,13 @@ def load_crystal_diffusion(
     sha256.
 
     Raises:
-        ValueError: the file is not a crystal diffusion checkpoint.
+        ValueError: the file is not a (weights-only) crystal diffusion checkpoint.
     """
     path = resolve_checkpoint(name_or_path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a zip, or pickled objects beyond plain data
+        raise ValueError(f"{path}: not a readable weights-only checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a matgen crystal diffusion checkpoint")
     model = CrystalDiffusion(

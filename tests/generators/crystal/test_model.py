@@ -135,7 +135,7 @@ def test_checkpoint_round_trip_is_weights_only(perov, tmp_path):
         model.loss(batch, generator=g1)["loss"], loaded.loss(batch, generator=g2)["loss"]
     )
     (tmp_path / "other.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception, match="other.pt|checkpoint|pickle|load"):
+    with pytest.raises(ValueError, match=r"other\.pt: not a readable weights-only checkpoint"):
         load_crystal_diffusion(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError, match="shipped"):
         load_crystal_diffusion("no-such-model")
@@ -145,9 +145,9 @@ def test_generator_refuses_impossible_requests_before_sampling(perov):
     generator = CrystalGenerator(tiny(perov.elements), steps=5)
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         generator.sample(1, composition="Xe2")
-    with pytest.raises(ValueError, match="supports 1..8"):
+    with pytest.raises(ValueError, match=r"supports 1\.\.8"):
         generator.sample(1, composition="Sr3Ti3O9")
-    with pytest.raises(ValueError, match="1..8"):
+    with pytest.raises(ValueError, match=r"1\.\.8"):
         generator.sample(2, n_atoms=0)
     with pytest.raises(ValueError, match="malformed"):
         generator.sample(1, composition="SrTiO3-")
