@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  match rate {100 * rate:.2f}%  RMSE {rmse:.4f}  ({n / seconds:.2f} crystals/s)")
     if args.dataset in PUBLISHED:
         published = PUBLISHED[args.dataset]
-        print(f"  DiffCSP (published, k=1): match rate {published[0]:.2f}%  RMSE {published[1]:.4f}")
+        print(
+            f"  DiffCSP (published, k=1): match rate {published[0]:.2f}%  RMSE {published[1]:.4f}"
+        )
     return 0
 
 
