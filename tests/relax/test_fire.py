@@ -93,7 +93,8 @@ def test_hundred_mp20_structures_reach_ase_minima(mp20_test):
     """Issue 5's acceptance: 100 rattled (0.05 Å) and strained (2%) MP-20 test structures relaxed
     in batches reach the minima that ASE FIRE + FrechetCellFilter reaches one at a time with the
     same potential (a seeded random MACE over 89 elements; its minima are arbitrary but real),
-    fmax and step limit (150; a structure that reaches it must stop at the same point in both): |ΔE| <= 1 meV/atom and StructureMatcher-equivalent for at least 95%."""
+    fmax and step limit (150; a structure that reaches it must stop at the same point in both):
+    |ΔE| <= 1 meV/atom and StructureMatcher-equivalent for at least 95%."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.io.ase import AseAtomsAdaptor
 
