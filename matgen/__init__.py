@@ -18,6 +18,8 @@ _LAZY = {
     "load_dataset": "matgen.data",
     "MatgenCalculator": "matgen.integrations.ase",
     "load_model": "matgen.mlff.checkpoint",
+    "load": "matgen.api",
+    "available": "matgen.api",
 }
 
 __all__ = ["__version__", *_LAZY]

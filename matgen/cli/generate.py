@@ -36,6 +36,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--composition", help="structure prediction for this formula, e.g. SrTiO3")
     what.add_argument("--n-atoms", type=int, help="atoms per crystal (de novo)")
+    p.add_argument("--chemsys", help="de novo within a chemical system, e.g. Li-Fe-O")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's T)")
     p.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step; 0: off")
     p.add_argument("--seed", type=int, default=0)
@@ -94,7 +95,11 @@ def run_generate(args: argparse.Namespace) -> int:
     start, done = time.perf_counter(), 0
     bar = tqdm(total=args.n, unit="crystal", disable=args.no_progress, file=sys.stderr)
     chunks = generator.iter_samples(  # checks the request on the first chunk, before sampling
-        args.n, composition=args.composition, n_atoms=args.n_atoms, seed=args.seed
+        args.n,
+        composition=args.composition,
+        n_atoms=args.n_atoms,
+        chemsys=args.chemsys,
+        seed=args.seed,
     )
     try:
         for chunk in chunks:

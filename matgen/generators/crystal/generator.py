@@ -18,7 +18,7 @@ from matgen.generators.crystal.checkpoint import load_crystal_diffusion
 from matgen.generators.crystal.dataset import CrystalBatch
 from matgen.generators.crystal.model import CrystalDiffusion
 
-__all__ = ["CrystalGenerator", "parse_composition"]
+__all__ = ["CrystalGenerator", "parse_chemsys", "parse_composition"]
 
 _FORMULA = re.compile(r"([A-Z][a-z]?)(\d*)")
 
@@ -43,6 +43,24 @@ def parse_composition(formula: str) -> dict[str, int]:
     if any(n == 0 for n in counts.values()):
         raise ValueError(f"composition {formula!r}: zero counts")
     return counts
+
+
+def parse_chemsys(chemsys: str) -> list[str]:
+    """``"Li-Fe-O"`` -> ``["Li", "Fe", "O"]``.
+
+    Raises:
+        ValueError: not dash-separated element symbols, or a symbol repeated.
+    """
+    from pymatgen.core.periodic_table import Element
+
+    symbols = [s.strip() for s in chemsys.split("-")]
+    bad = [s for s in symbols if not s or not Element.is_valid_symbol(s)]
+    if bad or len(set(symbols)) != len(symbols):
+        raise ValueError(
+            f"malformed chemical system {chemsys!r}: use distinct element symbols joined by '-', "
+            "e.g. Li-Fe-O"
+        )
+    return symbols
 
 
 @dataclass
@@ -104,11 +122,20 @@ class CrystalGenerator:
         *,
         composition: str | Sequence[str] | None = None,
         n_atoms: int | Sequence[int] | None = None,
+        chemsys: str | None = None,
         seed: int | None = None,
     ) -> Iterator[list]:
         """Yield lists of ``Structure`` chunk by chunk (see :meth:`sample`)."""
         if n < 1:
             raise ValueError(f"n must be positive, not {n}")
+        allowed = None
+        if chemsys is not None:
+            if composition is not None:
+                raise ValueError("give a composition or a chemical system, not both")
+            elements = parse_chemsys(chemsys)
+            self._types_of(dict.fromkeys(elements, 1))  # every element in the vocabulary
+            symbols = self._symbols()
+            allowed = torch.tensor([s in elements for s in symbols], device=self.device)
         max_atoms = self.model.config.max_atoms
         if composition is not None:
             formulas = [composition] * n if isinstance(composition, str) else list(composition)
@@ -137,7 +164,12 @@ class CrystalGenerator:
             else:
                 counts, types = torch.tensor(sizes[lo:hi]), None
             out = self.model.sample_tensors(
-                counts, types=types, steps=self.steps, step_lr=self.step_lr, generator=generator
+                counts,
+                types=types,
+                steps=self.steps,
+                step_lr=self.step_lr,
+                generator=generator,
+                allowed_types=allowed,
             )
             yield self.to_structures(out)
 
@@ -147,6 +179,7 @@ class CrystalGenerator:
         *,
         composition: str | Sequence[str] | None = None,
         n_atoms: int | Sequence[int] | None = None,
+        chemsys: str | None = None,
         seed: int | None = None,
     ) -> list:
         """``n`` crystals as pymatgen ``Structure`` objects.
@@ -156,13 +189,18 @@ class CrystalGenerator:
             composition: a formula per crystal (or one for all): crystal structure prediction.
             n_atoms: atoms per crystal for de novo generation; drawn from the training
                 histogram when None.
+            chemsys: de novo crystals within a chemical system (``"Li-Fe-O"``): every
+                generated type is drawn from its elements only.
             seed: seeds the whole run; the same seed, settings and device repeat the samples.
 
         Raises:
             ValueError: an impossible request, before sampling starts.
         """
         out: list = []
-        for chunk in self.iter_samples(n, composition=composition, n_atoms=n_atoms, seed=seed):
+        chunks = self.iter_samples(
+            n, composition=composition, n_atoms=n_atoms, chemsys=chemsys, seed=seed
+        )
+        for chunk in chunks:
             out.extend(chunk)
         return out
 

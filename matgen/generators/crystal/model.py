@@ -170,6 +170,7 @@ class CrystalDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         conditions: torch.Tensor | None = None,
         fixed_types: torch.Tensor | None = None,
+        allowed_types: torch.Tensor | None = None,
     ) -> CrystalBatch:
         """Run the reverse processes for crystals of ``n_atoms`` atoms.
 
@@ -190,6 +191,8 @@ class CrystalDiffusion(nn.Module):
             conditions: ``(B, C)`` condition embedding for the denoiser, or None.
             fixed_types: ``(N,)`` bool, atoms whose ``types`` entry is kept while the others
                 are generated (partial compositions); needs ``types``.
+            allowed_types: ``(K,)`` bool, the element classes generated types may take (a
+                chemical system); the others get zero probability at every step.
 
         Returns:
             The final batch (``types``, ``frac`` in [0, 1), ``lattice`` in Å).
@@ -244,9 +247,11 @@ class CrystalDiffusion(nn.Module):
                     out["lattice_eps"], lat, t, s, generator, eta=eta
                 )
             if not bool(keep.all()):
-                x = self.type_process.reverse_jump(
-                    out["type_logits"], x, t, s, generator, fixed=keep
-                )
+                logits = out["type_logits"]
+                if allowed_types is not None:
+                    allowed = torch.as_tensor(allowed_types, device=device, dtype=torch.bool)
+                    logits = logits.masked_fill(~allowed, float("-inf"))
+                x = self.type_process.reverse_jump(logits, x, t, s, generator, fixed=keep)
         return CrystalBatch(types=x, frac=frac, lattice=lat * scale, batch=batch, n_atoms=n_atoms)
 
     def sample_atom_counts(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

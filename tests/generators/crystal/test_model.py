@@ -166,3 +166,25 @@ def test_generator_returns_structures_in_chunks(perov):
     assert all(s.composition.reduced_formula == "SrTiO3" for s in structures)
     again = generator.sample(7, composition="SrTiO3", seed=0)
     assert [s.lattice.abc for s in again] == [s.lattice.abc for s in structures]
+
+
+def test_matgen_load_gives_a_generator(perov, tmp_path):
+    import matgen
+
+    path = save_crystal_diffusion(tiny(perov.elements), tmp_path / "tiny.pt")
+    generator = matgen.load(path, steps=3)
+    structures = generator.sample(2, n_atoms=5, seed=0)
+    assert [len(s) for s in structures] == [5, 5]
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        matgen.load("no-such-generator")
+    assert isinstance(matgen.available(), list)
+
+
+def test_chemical_system_constrains_every_generated_type(perov):
+    generator = CrystalGenerator(tiny(perov.elements), steps=6)
+    structures = generator.sample(6, chemsys="Sr-Ti-O", n_atoms=5, seed=0)
+    assert all({el.symbol for el in s.composition} <= {"Sr", "Ti", "O"} for s in structures)
+    with pytest.raises(ValueError, match="malformed chemical system"):
+        generator.sample(1, chemsys="Sr--O")
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        generator.sample(1, chemsys="Sr-Xe")
