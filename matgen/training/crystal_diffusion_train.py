@@ -36,7 +36,13 @@ from matgen.generators.crystal.dataset import CrystalDataset, prepare_collection
 from matgen.generators.crystal.denoiser_config import preset
 from matgen.generators.crystal.model import CrystalDiffusionConfig
 
-__all__ = ["load_config", "load_sources", "prepare_sources", "train_crystal_diffusion"]
+__all__ = [
+    "load_config",
+    "load_sources",
+    "prepare_sources",
+    "train_crystal_diffusion",
+    "write_card",
+]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -208,5 +214,30 @@ def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path
     }
     target = Path(out_cfg.get("checkpoint", out_dir / "model.pt"))
     save_crystal_diffusion(model, target, metadata=metadata)
-    log(f"wrote {target}")
+    write_card(target)
+    log(f"wrote {target} and {target.with_suffix('.json')}")
     return target
+
+
+def write_card(checkpoint: str | Path, evaluation: dict[str, Any] | None = None) -> Path:
+    """Write (or update) the data card ``NAME.json`` beside a checkpoint: its metadata, sha256,
+    and ``evaluation`` results merged into the card's ``evaluation`` section (keyed by what was
+    measured; the checkpoint itself is not rewritten)."""
+    import hashlib
+    import json
+
+    checkpoint = Path(checkpoint)
+    card_path = checkpoint.with_suffix(".json")
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card.update(
+        {
+            "checkpoint": checkpoint.name,
+            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            "config": payload["config"],
+            **payload["metadata"],
+        }
+    )
+    card.setdefault("evaluation", {}).update(evaluation or {})
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return card_path

@@ -50,6 +50,9 @@ def test_training_writes_a_weights_only_checkpoint_with_its_card(trained):
     assert model.config.max_atoms == 5 and len(model.elements) > 40
     assert sum(payload["atom_counts"]) == meta["n_train"]
     assert (trained / "run" / "checkpoints" / "last.ckpt").is_file()
+    card = json.loads((trained / "model.json").read_text())
+    assert card["n_train"] == meta["n_train"] and card["evaluation"] == {}
+    assert card["sha256"] == load_crystal_diffusion(trained / "model.pt").metadata["sha256"]
 
 
 def test_generate_writes_extxyz_and_cif_zip(trained, tmp_path, capsys):
