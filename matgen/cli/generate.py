@@ -37,6 +37,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     what.add_argument("--composition", help="structure prediction for this formula, e.g. SrTiO3")
     what.add_argument("--n-atoms", type=int, help="atoms per crystal (de novo)")
     p.add_argument("--chemsys", help="de novo within a chemical system, e.g. Li-Fe-O")
+    p.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="target of a property the model is conditioned on, e.g. band_gap=1.5; repeatable",
+    )
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's T)")
     p.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step; 0: off")
     p.add_argument("--seed", type=int, default=0)
@@ -85,6 +93,16 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from matgen.generators.crystal.generator import CrystalGenerator
 
+    properties = {}
+    for item in args.property:
+        name, sep, value = item.partition("=")
+        try:
+            properties[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            print(f"matgen: error: --property {item!r}: use NAME=VALUE", file=sys.stderr)
+            return 1
     generator = CrystalGenerator.load(
         args.model, device=args.device, steps=args.steps, step_lr=args.step_lr, chunk=args.chunk
     )
@@ -99,6 +117,8 @@ def run_generate(args: argparse.Namespace) -> int:
         composition=args.composition,
         n_atoms=args.n_atoms,
         chemsys=args.chemsys,
+        properties=properties or None,
+        guidance=args.guidance,
         seed=args.seed,
     )
     try:

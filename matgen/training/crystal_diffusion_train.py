@@ -6,6 +6,10 @@ The YAML (see ``configs/crystal_diffusion/*.yaml``) has four sections:
               ``denoiser`` overrides, and :class:`CrystalDiffusionConfig` fields (``timesteps``,
               ``sigma_min``, ``sigma_max``, ``csp_fraction``, ``weights``, ``max_atoms``).
               ``elements``: a list of atomic numbers, or ``data`` (those of the training set).
+              Conditions: ``properties`` (``[{name, low, high}]``), ``chemsys_condition``,
+              ``cond_dropout`` and ``denoiser.cond_dim``. ``init_from``: a checkpoint to
+              fine-tune (its architecture is kept; adapters for the conditions are added,
+              zero-initialised, as MatterGen does).
 ``data``      ``train`` and ``val``: lists of sources, each ``{dataset, split}`` (a registered
               CDVAE-style set) or ``{path}`` (an ``AtomsCollection`` ``.npz`` written by
               :func:`prepare_sources`, for machines without pymatgen); or ``val_fraction``
@@ -99,8 +103,11 @@ def _concatenate(parts: list[AtomsCollection]) -> AtomsCollection:
 
 
 def model_config(config: dict[str, Any], train: AtomsCollection) -> CrystalDiffusionConfig:
-    """The model configuration, with ``elements: data`` resolved from the training set."""
+    """The model configuration, with ``elements: data`` resolved from the training set (or the
+    fine-tuned checkpoint's with its conditions added, for ``init_from``)."""
     spec = dict(config["model"])
+    if "init_from" in spec:
+        return _fine_tuned(spec).config
     elements = spec.pop("elements", "data")
     if elements == "data":
         elements = sorted({int(z) for z in np.unique(train.numbers)})
@@ -110,6 +117,18 @@ def model_config(config: dict[str, Any], train: AtomsCollection) -> CrystalDiffu
     if "max_atoms" not in spec:
         spec["max_atoms"] = int(train.n_atoms.max())
     return CrystalDiffusionConfig(denoiser=denoiser, **spec)
+
+
+def _fine_tuned(spec: dict[str, Any]) -> Any:
+    from matgen.generators.crystal.checkpoint import load_crystal_diffusion
+
+    base = load_crystal_diffusion(spec["init_from"])
+    return base.with_conditions(
+        properties=spec.get("properties", ()),
+        chemsys_condition=bool(spec.get("chemsys_condition", False)),
+        cond_dim=int(spec.get("denoiser", {}).get("cond_dim", 64)),
+        cond_dropout=float(spec.get("cond_dropout", 0.1)),
+    )
 
 
 def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path:
@@ -133,8 +152,9 @@ def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path
         n_val = max(1, round(float(data_cfg.get("val_fraction", 0.05)) * len(train)))
         val, train = train.subset(np.sort(order[:n_val])), train.subset(np.sort(order[n_val:]))
     cfg = model_config(config, train)
-    train_set = CrystalDataset(train, cfg.denoiser.elements, name="train")
-    val_set = CrystalDataset(val, cfg.denoiser.elements, name="val")
+    names = [p["name"] for p in cfg.properties]
+    train_set = CrystalDataset(train, cfg.denoiser.elements, properties=names, name="train")
+    val_set = CrystalDataset(val, cfg.denoiser.elements, properties=names, name="val")
     dtype = getattr(torch, train_cfg.get("dtype", "float32"))
     counts = train_set.atom_count_histogram().tolist()
     module = CrystalDiffusionModule(
@@ -144,6 +164,10 @@ def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path
         ema_decay=float(train_cfg.get("ema_decay", 0.999)),
         scheduler_patience=int(train_cfg.get("scheduler_patience", 30)),
     ).to(dtype)
+    if "init_from" in config["model"]:
+        state = _fine_tuned(config["model"]).state_dict()
+        module.model.load_state_dict(state)
+        module.ema.load_state_dict(state)
     data = CrystalDataModule(
         train_set,
         val_set,

@@ -69,3 +69,34 @@ def test_generate_writes_extxyz_and_cif_zip(trained, tmp_path, capsys):
     assert main([*args, "-n", "3", "--n-atoms", "9", "--out", str(out)]) == 1
     assert "1..5" in capsys.readouterr().err
     json.dumps(load_crystal_diffusion(trained / "model.pt").metadata)  # the card is plain data
+
+
+def test_fine_tuning_adds_property_conditions(trained, tmp_path, capsys):
+    import yaml
+
+    config = {
+        "model": {
+            "init_from": str(trained / "model.pt"),
+            "properties": [{"name": "dir_gap", "low": 0.0, "high": 6.6}],
+            "denoiser": {"cond_dim": 16},
+        },
+        "data": {"train": [{"dataset": "perov_5", "split": "train"}], "val_fraction": 0.05},
+        "training": {"max_epochs": 1, "accelerator": "cpu", "limit_train_batches": 2},
+        "output": {"dir": str(tmp_path / "run"), "checkpoint": str(tmp_path / "gap.pt")},
+    }
+    (tmp_path / "gap.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "crystal-diffusion", str(tmp_path / "gap.yaml")]) == 0
+    model = load_crystal_diffusion(tmp_path / "gap.pt")
+    assert model.conditioner is not None and model.conditioner.names == ("dir_gap",)
+    base = load_crystal_diffusion(trained / "model.pt")
+    key = "denoiser.network.node_in.weight"
+    w_base, w_tuned = base.state_dict()[key], model.state_dict()[key]
+    assert (w_tuned - w_base).norm() < 0.05 * w_base.norm()  # started from the base weights
+    out = tmp_path / "gap.extxyz"
+    args = ["generate", "crystal", "--model", str(tmp_path / "gap.pt"), "--steps", "3", "-n", "2"]
+    assert main([*args, "--property", "dir_gap=2.0", "--guidance", "1", "--out", str(out)]) == 0
+    assert len(ase.io.read(out, index=":")) == 2
+    assert main([*args, "--property", "band_gap=1", "--out", str(out)]) == 1
+    assert "unknown to this model" in capsys.readouterr().err
+    assert main([*args, "--property", "dir_gap", "--out", str(out)]) == 1
+    assert "NAME=VALUE" in capsys.readouterr().err

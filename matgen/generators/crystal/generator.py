@@ -123,6 +123,8 @@ class CrystalGenerator:
         composition: str | Sequence[str] | None = None,
         n_atoms: int | Sequence[int] | None = None,
         chemsys: str | None = None,
+        properties: dict[str, float] | None = None,
+        guidance: float = 0.0,
         seed: int | None = None,
     ) -> Iterator[list]:
         """Yield lists of ``Structure`` chunk by chunk (see :meth:`sample`)."""
@@ -136,6 +138,13 @@ class CrystalGenerator:
             self._types_of(dict.fromkeys(elements, 1))  # every element in the vocabulary
             symbols = self._symbols()
             allowed = torch.tensor([s in elements for s in symbols], device=self.device)
+        known = self.model.conditioner.names if self.model.conditioner is not None else ()
+        unknown = sorted(set(properties or {}) - set(known))
+        if unknown:
+            raise ValueError(
+                f"property condition(s) {', '.join(unknown)} unknown to this model "
+                f"(it was trained on: {', '.join(known) or 'none'})"
+            )
         max_atoms = self.model.config.max_atoms
         if composition is not None:
             formulas = [composition] * n if isinstance(composition, str) else list(composition)
@@ -163,6 +172,8 @@ class CrystalGenerator:
                 types = torch.tensor([z for t in chunk_types for z in t])
             else:
                 counts, types = torch.tensor(sizes[lo:hi]), None
+            B = len(counts)
+            conditioned = self.model.config.chemsys_condition and allowed is not None
             out = self.model.sample_tensors(
                 counts,
                 types=types,
@@ -170,6 +181,13 @@ class CrystalGenerator:
                 step_lr=self.step_lr,
                 generator=generator,
                 allowed_types=allowed,
+                properties={
+                    k: torch.full((B,), float(v), device=self.device)
+                    for k, v in (properties or {}).items()
+                }
+                or None,
+                chemsys=allowed.float().expand(B, -1) if conditioned else None,
+                guidance=guidance,
             )
             yield self.to_structures(out)
 
@@ -180,6 +198,8 @@ class CrystalGenerator:
         composition: str | Sequence[str] | None = None,
         n_atoms: int | Sequence[int] | None = None,
         chemsys: str | None = None,
+        properties: dict[str, float] | None = None,
+        guidance: float = 0.0,
         seed: int | None = None,
     ) -> list:
         """``n`` crystals as pymatgen ``Structure`` objects.
@@ -190,7 +210,11 @@ class CrystalGenerator:
             n_atoms: atoms per crystal for de novo generation; drawn from the training
                 histogram when None.
             chemsys: de novo crystals within a chemical system (``"Li-Fe-O"``): every
-                generated type is drawn from its elements only.
+                generated type is drawn from its elements only (and a model trained with
+                chemical-system conditions is conditioned on it too).
+            properties: target values of the model's scalar conditions, e.g.
+                ``{"band_gap": 1.5}``.
+            guidance: classifier-free guidance weight for the conditions.
             seed: seeds the whole run; the same seed, settings and device repeat the samples.
 
         Raises:
@@ -198,7 +222,13 @@ class CrystalGenerator:
         """
         out: list = []
         chunks = self.iter_samples(
-            n, composition=composition, n_atoms=n_atoms, chemsys=chemsys, seed=seed
+            n,
+            composition=composition,
+            n_atoms=n_atoms,
+            chemsys=chemsys,
+            properties=properties,
+            guidance=guidance,
+            seed=seed,
         )
         for chunk in chunks:
             out.extend(chunk)

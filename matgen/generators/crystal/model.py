@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from matgen.generators.crystal.conditioning import ConditionEmbedding, PropertySpec
 from matgen.generators.crystal.dataset import CrystalBatch
 from matgen.generators.crystal.denoiser import CrystalDenoiser
 from matgen.generators.crystal.denoiser_config import CrystalDenoiserConfig
@@ -50,7 +51,14 @@ class CrystalDiffusionConfig:
         weights: loss weights ``lattice``, ``coords``, ``types``.
         type_ce_weight: weight of D3PM's auxiliary cross-entropy beside the variational bound.
         max_atoms: largest crystal the model generates.
-        properties: names of the scalar conditions (empty: unconditional).
+        properties: scalar conditions, each ``{"name", "low", "high"}`` (a training-data
+            column and the range of its embedding basis); empty: none.
+        chemsys_condition: condition on the chemical system (the set of elements).
+        cond_dropout: share of training crystals whose conditions are dropped (the
+            unconditional branch of classifier-free guidance).
+
+    A conditional model needs ``denoiser.cond_dim > 0``; see
+    :mod:`matgen.generators.crystal.conditioning`.
     """
 
     denoiser: CrystalDenoiserConfig
@@ -63,19 +71,30 @@ class CrystalDiffusionConfig:
     )
     type_ce_weight: float = 0.01
     max_atoms: int = 20
-    properties: tuple[str, ...] = ()
+    properties: tuple[dict[str, Any], ...] = ()
+    chemsys_condition: bool = False
+    cond_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        conditional = bool(self.properties) or self.chemsys_condition
+        if conditional and self.denoiser.cond_dim <= 0:
+            raise ValueError("conditions need a denoiser with cond_dim > 0")
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.properties) or self.chemsys_condition
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["denoiser"] = self.denoiser.to_dict()
-        data["properties"] = list(self.properties)
+        data["properties"] = [dict(p) for p in self.properties]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CrystalDiffusionConfig:
         data = dict(data)
         data["denoiser"] = CrystalDenoiserConfig.from_dict(data["denoiser"])
-        data["properties"] = tuple(data.get("properties", ()))
+        data["properties"] = tuple(dict(p) for p in data.get("properties", ()))
         return cls(**data)
 
 
@@ -109,6 +128,15 @@ class CrystalDiffusion(nn.Module):
             T, sigma_min=config.sigma_min, sigma_max=config.sigma_max
         )
         self.type_process = AbsorbingD3PM(config.denoiser.num_classes, T)
+        self.conditioner = (
+            ConditionEmbedding(
+                config.denoiser.cond_dim,
+                [PropertySpec(**p) for p in config.properties],
+                config.denoiser.num_classes if config.chemsys_condition else 0,
+            )
+            if config.conditional
+            else None
+        )
         self.metadata: dict[str, Any] = {}
 
     @property
@@ -138,8 +166,24 @@ class CrystalDiffusion(nn.Module):
         types_t = torch.where(
             csp, batch.types, self.type_process.q_sample(batch.types, t_atom, generator)
         )
+        conditions = None
+        if self.conditioner is not None:
+            drop = torch.rand(B, device=device, generator=generator) < cfg.cond_dropout
+            conditions = self.conditioner(
+                batch.properties,
+                self.element_sets(batch) if cfg.chemsys_condition else None,
+                batch_size=B,
+                drop=drop,
+                dtype=dtype,
+                device=device,
+            )
         out = self.denoiser(
-            types_t, frac_t, lattice_t * scale, batch.batch, t.to(dtype) / cfg.timesteps
+            types_t,
+            frac_t,
+            lattice_t * scale,
+            batch.batch,
+            t.to(dtype) / cfg.timesteps,
+            conditions=conditions,
         )
         losses = {
             "lattice": (out["lattice_eps"] - eps).pow(2).mean(),
@@ -157,6 +201,14 @@ class CrystalDiffusion(nn.Module):
         losses["loss"] = sum(w.get(k, 1.0) * losses[k] for k in ("lattice", "coords", "types"))
         return losses
 
+    def element_sets(self, batch: CrystalBatch) -> torch.Tensor:
+        """``(B, K)`` multi-hot element sets (chemical systems) of a batch's crystals."""
+        K = self.config.denoiser.num_classes
+        hot = torch.zeros(batch.num_graphs, K, device=batch.types.device)
+        return hot.index_put_(
+            (batch.batch, batch.types), torch.ones_like(batch.types, dtype=hot.dtype)
+        )
+
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample_tensors(
@@ -168,7 +220,9 @@ class CrystalDiffusion(nn.Module):
         step_lr: float = 1e-5,
         eta: float = 1.0,
         generator: torch.Generator | None = None,
-        conditions: torch.Tensor | None = None,
+        properties: dict[str, torch.Tensor] | None = None,
+        chemsys: torch.Tensor | None = None,
+        guidance: float = 0.0,
         fixed_types: torch.Tensor | None = None,
         allowed_types: torch.Tensor | None = None,
     ) -> CrystalBatch:
@@ -188,7 +242,10 @@ class CrystalDiffusion(nn.Module):
                 one network call per step.
             eta: lattice stochasticity (1: ancestral; 0: deterministic DDIM).
             generator: random source on the model's device; a seeded sampler repeats exactly.
-            conditions: ``(B, C)`` condition embedding for the denoiser, or None.
+            properties: ``{name: (B,)}`` target values of the model's scalar conditions.
+            chemsys: ``(B, K)`` multi-hot chemical systems to condition on.
+            guidance: classifier-free guidance weight ``w`` (0: plain conditional sampling;
+                each network evaluation then runs twice).
             fixed_types: ``(N,)`` bool, atoms whose ``types`` entry is kept while the others
                 are generated (partial compositions); needs ``types``.
             allowed_types: ``(K,)`` bool, the element classes generated types may take (a
@@ -224,9 +281,23 @@ class CrystalDiffusion(nn.Module):
         frac = self.coord_process.prior_sample((N, 3), generator, dtype=dtype, device=device)
         times = spaced_timesteps(cfg.timesteps, steps or cfg.timesteps)
 
+        cond = uncond = None
+        if self.conditioner is not None:
+            kwargs = {"batch_size": B, "dtype": dtype, "device": device}
+            cond = self.conditioner(properties, chemsys, **kwargs)
+            if guidance != 0.0:
+                drop = torch.ones(B, dtype=torch.bool, device=device)
+                uncond = self.conditioner(None, None, drop=drop, **kwargs)
+        elif properties or chemsys is not None:
+            raise ValueError("this model was trained without conditions")
+
         def denoise(f: torch.Tensor, t: int) -> dict[str, torch.Tensor]:
             tt = torch.full((B,), t / cfg.timesteps, device=device, dtype=dtype)
-            return self.denoiser(x, f, lat * scale, batch, tt, conditions=conditions)
+            out = self.denoiser(x, f, lat * scale, batch, tt, conditions=cond)
+            if uncond is None:
+                return out
+            base = self.denoiser(x, f, lat * scale, batch, tt, conditions=uncond)
+            return {k: (1 + guidance) * out[k] - guidance * base[k] for k in out}
 
         def score_of(out: dict[str, torch.Tensor], t: int) -> torch.Tensor:
             return out["frac_score"] * self.coord_process.score_scale(t, frac)
@@ -259,3 +330,32 @@ class CrystalDiffusion(nn.Module):
         device = generator.device if generator is not None else self.atom_counts.device
         weights = self.atom_counts.to(device=device, dtype=torch.float64)
         return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+    def with_conditions(
+        self,
+        *,
+        properties: Sequence[dict[str, Any]] = (),
+        chemsys_condition: bool = False,
+        cond_dim: int = 64,
+        cond_dropout: float = 0.1,
+    ) -> CrystalDiffusion:
+        """A conditional copy for fine-tuning (MatterGen's adapters): the same weights plus
+        zero-initialised adapters and fresh condition embeddings, so that it computes exactly
+        what this model computes until training moves the adapters."""
+        from dataclasses import replace
+
+        denoiser = self.config.denoiser.replace(cond_dim=cond_dim)
+        config = replace(
+            self.config,
+            denoiser=denoiser,
+            properties=tuple(dict(p) for p in properties),
+            chemsys_condition=chemsys_condition,
+            cond_dropout=cond_dropout,
+        )
+        model = CrystalDiffusion(config, atom_counts=self.atom_counts.tolist())
+        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(
+            ".adapters." in k or k.startswith("conditioner.") for k in missing
+        ), missing
+        p = next(self.parameters())
+        return model.to(device=p.device, dtype=p.dtype)
