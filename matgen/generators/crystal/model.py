@@ -56,6 +56,8 @@ class CrystalDiffusionConfig:
         chemsys_condition: condition on the chemical system (the set of elements).
         cond_dropout: share of training crystals whose conditions are dropped (the
             unconditional branch of classifier-free guidance).
+        lattice_clip: bound on the entries of the sampler's clean-lattice estimate, in units
+            of ``L / n^{1/3}`` (Å; a 20-atom cell with a 27 Å axis reaches 10).
 
     A conditional model needs ``denoiser.cond_dim > 0``; see
     :mod:`matgen.generators.crystal.conditioning`.
@@ -74,6 +76,7 @@ class CrystalDiffusionConfig:
     properties: tuple[dict[str, Any], ...] = ()
     chemsys_condition: bool = False
     cond_dropout: float = 0.1
+    lattice_clip: float = 10.0
 
     def __post_init__(self) -> None:
         conditional = bool(self.properties) or self.chemsys_condition
@@ -311,12 +314,7 @@ class CrystalDiffusion(nn.Module):
                 )
             out = denoise(frac, t)
             frac = self.coord_process.predictor_step(score_of(out, t), frac, t, s, generator)
-            if s == t - 1 and eta == 1.0:  # the ancestral step, without dividing by √ᾱ_t
-                lat = self.lattice_process.reverse_step(out["lattice_eps"], lat, t, generator)
-            else:
-                lat = self.lattice_process.ddim_step(
-                    out["lattice_eps"], lat, t, s, generator, eta=eta
-                )
+            lat = self._lattice_step(out["lattice_eps"], lat, t, s, eta, generator)
             if not bool(keep.all()):
                 logits = out["type_logits"]
                 if allowed_types is not None:
@@ -324,6 +322,32 @@ class CrystalDiffusion(nn.Module):
                     logits = logits.masked_fill(~allowed, float("-inf"))
                 x = self.type_process.reverse_jump(logits, x, t, s, generator, fixed=keep)
         return CrystalBatch(types=x, frac=frac, lattice=lat * scale, batch=batch, n_atoms=n_atoms)
+
+    def _lattice_step(
+        self,
+        eps: torch.Tensor,
+        lat: torch.Tensor,
+        t: int,
+        s: int,
+        eta: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Reverse lattice jump ``t → s`` through the clean-lattice estimate
+        ``L̂_0 = (L̃_t - √(1 - ᾱ_t) ε̂) / √ᾱ_t``, clipped entrywise to ``±lattice_clip``
+        (normalised units) before use, as DDPM samplers clip their images: near ``T``
+        ``√ᾱ_t`` is tiny (5e-5 for the cosine schedule at ``t = T``) and would turn a small
+        error of ``ε̂`` into an absurd cell. ``eta = 1`` and ``s = t - 1`` draws from the
+        posterior ``q(L̃_{t-1} | L̃_t, L̂_0)`` (the ancestral step); otherwise a DDIM-type jump."""
+        process = self.lattice_process
+        clip = self.config.lattice_clip
+        x0 = process.predict_x0(eps, lat, t).clamp(-clip, clip)
+        if s == t - 1 and eta == 1.0:
+            mean, var = process.posterior(x0, lat, t)
+            noise = torch.randn(lat.shape, generator=generator, device=lat.device, dtype=lat.dtype)
+            return mean + var.sqrt() * noise
+        ab_t = process.schedule.alpha_bars[t - 1].to(lat)
+        eps = (lat - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
+        return process.ddim_step(eps, lat, t, s, generator, eta=eta)
 
     def sample_atom_counts(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` crystal sizes drawn from the training histogram."""

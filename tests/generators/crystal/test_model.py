@@ -188,3 +188,15 @@ def test_chemical_system_constrains_every_generated_type(perov):
         generator.sample(1, chemsys="Sr--O")
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         generator.sample(1, chemsys="Sr-Xe")
+
+
+def test_the_sampler_clips_the_clean_lattice_estimate(perov):
+    """Near T, √ᾱ_t is about 5e-5: an untrained network's ε error would blow the cell up to
+    thousands of Å without the clip; with it every sampled cell stays within bounds."""
+    model = tiny(perov.elements)
+    for steps in (50, 10):
+        out = model.sample_tensors(
+            torch.tensor([5, 4, 3]), steps=steps, generator=torch.Generator().manual_seed(0)
+        )
+        bound = model.config.lattice_clip * out.n_atoms.float().pow(1 / 3)[:, None, None]
+        assert (out.lattice.abs() <= bound * 1.05).all()
