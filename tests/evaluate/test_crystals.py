@@ -104,6 +104,15 @@ def test_bad_samples_are_invalid_with_reasons(mp20_test):
     assert report.counts["n_built"] == 1
 
 
+def test_elements_without_smact_data_are_compositionally_invalid(mp20_test):
+    """A generator may write an element SMACT has no data for (Ts, Z=117): invalid, no crash."""
+    ts = Element("Ts").Z
+    assert smact_validity((8, ts), (1, 1)) is False
+    oxide = Structure(Lattice.cubic(4.0), ["Ts", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    report = evaluate_crystals([mp20_test.structure(0), oxide], ids=["ok", "ts"])
+    assert report.metrics["comp_valid"] <= 0.5
+
+
 def test_uniqueness_and_novelty_find_duplicates_and_supercells(mp20_test):
     a, b, c = (mp20_test.structure(i) for i in range(3))
     supercell = a.copy()

@@ -80,7 +80,10 @@ def smact_validity(
         return True
     if include_alloys and all(s in smact.metals for s in symbols):
         return True
-    space = smact.element_dictionary(symbols)
+    try:
+        space = smact.element_dictionary(symbols)
+    except KeyError:  # an element SMACT has no data for (e.g. Ts): no oxidation states known
+        return False
     data = [space[s] for s in symbols]
     electronegativities = [e.pauling_eneg for e in data]
     oxidation_states = [list(e.oxidation_states or []) for e in data]
