@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" -e ".[dev]"
+	$(PY) -m pip install -q "$(TORCH)" -e ".[dev,lm]"
 	touch $@
 
 demo: install

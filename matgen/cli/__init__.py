@@ -11,6 +11,7 @@ from matgen.cli import data as data_cmd
 from matgen.cli import demo as demo_cmd
 from matgen.cli import evaluate as evaluate_cmd
 from matgen.cli import generate as generate_cmd
+from matgen.cli import lm as lm_cmd
 from matgen.cli import mlff as mlff_cmd
 from matgen.cli import screen as screen_cmd
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_parser(commands)
     train = mlff_cmd.add_train_parser(commands)
     generate_cmd.add_train_parser(train)
+    lm_cmd.add_train_parser(train)
     generate_cmd.add_parser(commands)
     mlff_cmd.add_parser(commands)
     screen_cmd.add_parser(commands)

@@ -1,10 +1,14 @@
-"""``matgen generate crystal`` and ``matgen train crystal-diffusion``: the crystal generator."""
+"""``matgen generate crystal`` and ``matgen train crystal-diffusion``: the crystal generator.
+
+``--model`` may also name a text model (:mod:`matgen.generators.lm`): the command then routes
+to :mod:`matgen.cli.lm`, which also adds ``generate molecule`` and ``train lm``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -28,9 +32,11 @@ def add_train_parser(train: argparse._SubParsersAction) -> None:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("generate", help="sample crystals from a generator")
+    from matgen.cli import lm as lm_cmd
+
+    parser = commands.add_parser("generate", help="sample crystals or molecules from a generator")
     sub = parser.add_subparsers(dest="generate_command", metavar="KIND")
-    p = sub.add_parser("crystal", help="crystals from a crystal diffusion model")
+    p = sub.add_parser("crystal", help="crystals from a crystal diffusion or text model")
     p.add_argument("--model", required=True, help="shipped model name or checkpoint file")
     p.add_argument("-n", type=int, default=100, help="number of crystals")
     what = p.add_mutually_exclusive_group()
@@ -44,6 +50,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         help="target of a property the model is conditioned on, e.g. band_gap=1.5; repeatable",
     )
+    p.add_argument("--spacegroup", type=int, help="space group number 1..230 (text models)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (text)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (text models)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's T)")
     p.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step; 0: off")
@@ -53,6 +62,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="extxyz file; a CIF zip beside it")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run_generate)
+    lm_cmd.add_generate_molecule_parser(sub)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -84,14 +94,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    import zipfile
-
-    from ase.io import write
-    from pymatgen.io.ase import AseAtomsAdaptor
-    from pymatgen.io.cif import CifWriter
-    from tqdm import tqdm
-
     from matgen.generators.crystal.generator import CrystalGenerator
+    from matgen.generators.lm.checkpoint import is_text_model
 
     properties = {}
     for item in args.property:
@@ -103,15 +107,16 @@ def run_generate(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             print(f"matgen: error: --property {item!r}: use NAME=VALUE", file=sys.stderr)
             return 1
+    if is_text_model(args.model):
+        from matgen.cli.lm import run_generate_crystal
+
+        return run_generate_crystal(args, properties)
+    if args.spacegroup is not None:
+        print("matgen: error: --spacegroup needs a text model", file=sys.stderr)
+        return 1
     generator = CrystalGenerator.load(
         args.model, device=args.device, steps=args.steps, step_lr=args.step_lr, chunk=args.chunk
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    zip_path = args.out.with_suffix(".cif.zip")
-    for path in (args.out, zip_path):
-        path.unlink(missing_ok=True)
-    start, done = time.perf_counter(), 0
-    bar = tqdm(total=args.n, unit="crystal", disable=args.no_progress, file=sys.stderr)
     chunks = generator.iter_samples(  # checks the request on the first chunk, before sampling
         args.n,
         composition=args.composition,
@@ -121,6 +126,25 @@ def run_generate(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         seed=args.seed,
     )
+    return write_crystal_chunks(chunks, args)
+
+
+def write_crystal_chunks(chunks: Iterator[list], args: argparse.Namespace) -> int:
+    """Append each chunk of structures to ``args.out`` (extxyz) and a CIF zip beside it, so a
+    long run keeps its finished crystals; 1 when the request is refused (``ValueError``)."""
+    import zipfile
+
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.cif import CifWriter
+    from tqdm import tqdm
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    zip_path = args.out.with_suffix(".cif.zip")
+    for path in (args.out, zip_path):
+        path.unlink(missing_ok=True)
+    start, done = time.perf_counter(), 0
+    bar = tqdm(total=args.n, unit="crystal", disable=args.no_progress, file=sys.stderr)
     try:
         for chunk in chunks:
             frames = []
@@ -132,7 +156,8 @@ def run_generate(args: argparse.Namespace) -> int:
                     frames.append(atoms)
                     archive.writestr(f"{name}.cif", str(CifWriter(structure)))
                     done += 1
-            write(args.out, frames, format="extxyz", append=True)
+            if frames:
+                write(args.out, frames, format="extxyz", append=True)
             bar.update(len(chunk))
     except ValueError as exc:
         print(f"matgen: error: {exc}", file=sys.stderr)

@@ -1,0 +1,130 @@
+"""A crystal language model against the evaluation suite: free sampling, composition prompts and
+the masked-element (infilling) task, beside the published rows.
+
+1. ``--n`` unconditional samples: the share that parses (the grammar makes it 100% or the run
+   says which failed), the suite's structural / compositional / overall validity, and (with
+   ``--coverage``) COV-R / COV-P and the Wasserstein distances against the test split.
+2. ``--n-prompts`` compositions of the test split, ``--per-prompt`` samples each: the share whose
+   cell carries exactly the prompted composition, and their validity.
+3. Infilling on the first ``--n-infill`` test crystals: one element per crystal (seeded choice)
+   masked on all its sites; top-1 / top-5 recovery of the original element.
+
+    python benchmarks/bench_crystal_lm.py --model crystal-lm-mp20 --n 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+#: Published overall validity, as the issue quotes them: Crystal-text-LLM (fine-tuned LLaMA-2)
+#: "about 90%", CrystaLLM's small model 94%.
+PUBLISHED = {
+    "Crystal-text-LLM": {"valid": 0.90},
+    "CrystaLLM small": {"valid": 0.94},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="crystal-lm-mp20")
+    parser.add_argument("--dataset", default="mp_20")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n-prompts", type=int, default=100)
+    parser.add_argument("--per-prompt", type=int, default=2)
+    parser.add_argument("--n-infill", type=int, default=500)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--chunk", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--coverage", action="store_true", help="COV and Wasserstein (slow)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+    from pymatgen.core import Composition
+
+    from matgen.data import load_dataset
+    from matgen.evaluate.crystals import evaluate_crystals
+    from matgen.generators.lm.generator import TextCrystalGenerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    generator = TextCrystalGenerator.load(args.model, device=args.device, chunk=args.chunk)
+    sampling = {"temperature": args.temperature, "top_p": args.top_p}
+    print(f"{args.model}: temperature {args.temperature}, top_p {args.top_p}, seed {args.seed}")
+
+    # 1. free sampling
+    start = time.perf_counter()
+    samples = generator.sample(args.n, seed=args.seed, **sampling)
+    seconds = time.perf_counter() - start
+    report = generator.report
+    parsed = len(samples)
+    print(
+        f"\n1. {args.n} unconditional samples in {seconds:.1f} s ({args.n / seconds:.2f}/s): "
+        f"{parsed} parse ({parsed / args.n:.2%}); {len(report.failures)} failures"
+    )
+    metrics = evaluate_crystals(
+        samples, test=args.dataset if args.coverage else None, workers=args.workers
+    ).metrics
+    for key in ("struct_valid", "comp_valid", "valid", "cov_recall", "cov_precision",
+                "wdist_density", "wdist_num_elems"):  # fmt: skip
+        if metrics.get(key) is not None:
+            row = "".join(
+                f"   {name}: {values[key]:.4f}"
+                for name, values in PUBLISHED.items()
+                if key in values
+            )
+            print(f"   {key:<16}{metrics[key]:>8.4f}{row}")
+
+    # 2. composition prompts
+    test = load_dataset(args.dataset, "test", progress=False)
+    rng = np.random.default_rng(args.seed)
+    picks = rng.choice(len(test), size=min(args.n_prompts, len(test)), replace=False)
+    prompted, carried = [], 0
+    start = time.perf_counter()
+    for i in picks:
+        target = test.structure(int(i)).composition
+        formula = {el.symbol: int(n) for el, n in target.items()}
+        out = generator.sample(args.per_prompt, composition=formula, seed=args.seed, **sampling)
+        carried += sum(Composition(s.composition) == target for s in out)
+        prompted.extend(out)
+    seconds = time.perf_counter() - start
+    total = len(picks) * args.per_prompt
+    prompt_metrics = evaluate_crystals(prompted, workers=args.workers).metrics
+    print(
+        f"\n2. {len(picks)} test compositions x {args.per_prompt}: {carried}/{total} carry the "
+        f"prompted composition ({carried / total:.2%}); valid {prompt_metrics['valid']:.4f} "
+        f"(struct {prompt_metrics['struct_valid']:.4f}, comp {prompt_metrics['comp_valid']:.4f}); "
+        f"{seconds:.1f} s"
+    )
+
+    # 3. infilling
+    top1 = top5 = 0
+    n_infill = min(args.n_infill, len(test))
+    start = time.perf_counter()
+    for i in range(n_infill):
+        structure = test.structure(i)
+        symbols = sorted({site.specie.symbol for site in structure})
+        element = symbols[rng.integers(len(symbols))]
+        ranked = [symbol for symbol, _ in generator.infill(structure, element, top_k=5)]
+        top1 += ranked[:1] == [element]
+        top5 += element in ranked
+    seconds = time.perf_counter() - start
+    print(
+        f"\n3. infilling on the first {n_infill} test crystals (one element masked on all its "
+        f"sites): top-1 recovery {top1 / n_infill:.2%}, top-5 {top5 / n_infill:.2%}; {seconds:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
