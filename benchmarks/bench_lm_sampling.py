@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{b_tok / s_tok:.1f}x tokens/s (goal >= 10x)"
         )
 
-        t = args.tokens
+        # bodies fit the model's context: <bos><gen> plus t new tokens
+        t = min(args.tokens, int(lm.model.config.max_position_embeddings) - 2)
         batched = single = nocache = 0.0
         for _ in range(args.repeats):
             batched = max(
