@@ -49,20 +49,7 @@ class TextCrystalGenerator(TextSampler):
         report: what the last call produced (:class:`SamplingReport`).
     """
 
-    @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        **settings: Any,
-    ) -> TextCrystalGenerator:
-        """A shipped text model by name, or a model directory."""
-        lm = load_text_lm(name_or_path, device=device, dtype=dtype)
-        if lm.kind != "crystal":
-            raise ValueError(f"{name_or_path}: a {lm.kind} model, not a crystal model")
-        return cls(lm, device=device, **settings)
+    kind = "crystal"
 
     # ------------------------------------------------------------------ requests
     def _elements(self) -> set[str]:
@@ -255,20 +242,7 @@ class TextMoleculeGenerator(TextSampler):
     """A SELFIES / SMILES language model and how to sample it (attributes as
     :class:`TextCrystalGenerator`; the body budget is 1.5 x the longest training body)."""
 
-    @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
-        **settings: Any,
-    ) -> TextMoleculeGenerator:
-        """A shipped text model by name, or a model directory."""
-        lm = load_text_lm(name_or_path, device=device, dtype=dtype)
-        if lm.kind != "molecule":
-            raise ValueError(f"{name_or_path}: a {lm.kind} model, not a molecule model")
-        return cls(lm, device=device, **settings)
+    kind = "molecule"
 
     def _budget(self, request: dict[str, Any]) -> int:
         return int(1.5 * (self.lm.max_body_tokens or 128))

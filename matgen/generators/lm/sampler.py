@@ -20,12 +20,12 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from matgen.generators.lm.checkpoint import TextLM, quiet_transformers
+from matgen.generators.lm.checkpoint import TextLM, load_text_lm, quiet_transformers
 
 __all__ = ["ParseFailure", "SamplingReport", "TextSampler"]
 
@@ -88,6 +88,24 @@ class TextSampler:
     max_new_tokens: int | None = None
     segment: int = 48
     report: SamplingReport = field(default_factory=SamplingReport)
+
+    #: the model kind (``crystal`` or ``molecule``) a subclass samples
+    kind: ClassVar[str] = ""
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **settings: Any,
+    ) -> Any:
+        """A shipped text model by name, or a model directory, of this sampler's kind."""
+        lm = load_text_lm(name_or_path, device=device, dtype=dtype)
+        if lm.kind != cls.kind:
+            raise ValueError(f"{name_or_path}: a {lm.kind} model, not a {cls.kind} model")
+        return cls(lm, device=device, **settings)
 
     def _id(self, token: str) -> int:
         return int(self.lm.tokenizer.convert_tokens_to_ids(token))
