@@ -14,7 +14,7 @@ from matgen.data.crystal_csv import parse_cif, read_crystal_csv
 from matgen.data.datasets import AtomsDataset, SmilesDataset, load_dataset
 from matgen.data.errors import DataError
 from matgen.data.fetch import fetch_dataset
-from matgen.data.neighbors import edge_vectors, neighbor_list
+from matgen.data.neighbors import batched_neighbor_list, edge_vectors, neighbor_list
 from matgen.data.qm9 import read_qm9_npz
 from matgen.data.root import cache_dir, data_root
 from matgen.data.smiles import read_smiles_csv
@@ -30,6 +30,7 @@ __all__ = [
     "FileSpec",
     "SmilesDataset",
     "TargetKeys",
+    "batched_neighbor_list",
     "cache_dir",
     "data_root",
     "edge_vectors",

@@ -43,7 +43,7 @@ from matgen.data.convert import (
     structure_to_arrays,
 )
 from matgen.data.errors import DataError
-from matgen.data.neighbors import edge_vectors, neighbor_list
+from matgen.data.neighbors import batched_neighbor_list, edge_vectors, neighbor_list
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEVICE_NEIGHBORS_ABOVE", "AtomsBatch"]
 
-#: Systems larger than this (atoms) get their neighbour lists on the batch's device (vesin-torch);
-#: smaller ones on the host (vesin), which is faster for many small cells.
+#: Systems larger than this (atoms) on an accelerator get their neighbour lists there (vesin-torch);
+#: otherwise the whole batch goes through the host kernel, which is faster for many small cells.
 DEVICE_NEIGHBORS_ABOVE = 5000
 
 
@@ -139,34 +139,42 @@ class AtomsBatch:
             raise ValueError("this batch has no edges: call with_neighbors(cutoff) first")
         return edge_vectors(self.positions, self.cell, self.batch, self.edge_index, self.shifts)
 
-    def with_neighbors(self, cutoff: float) -> AtomsBatch:
-        """A copy with edges within ``cutoff`` Å, from vesin on the host, or from vesin-torch on
-        the batch's device when a system has more than :data:`DEVICE_NEIGHBORS_ABOVE` atoms (on
-        an H100, 100 MP-20 cells took 114 ms one system at a time through vesin-torch and 18 ms
-        through the host, copies included)."""
-        offsets = self.atom_offsets.tolist()
-        on_host = self.device.type == "cpu" or max(self.n_atoms.tolist(), default=0) <= (
-            DEVICE_NEIGHBORS_ABOVE
-        )
+    def with_neighbors(self, cutoff: float, *, method: str = "auto") -> AtomsBatch:
+        """A copy with edges within ``cutoff`` Å.
+
+        ``method="auto"``: all systems at once on the host
+        (:func:`~matgen.data.neighbors.batched_neighbor_list`), or through vesin-torch on the
+        batch's device, one system at a time, when a system on an accelerator has more than
+        :data:`DEVICE_NEIGHBORS_ABOVE` atoms. ``method="vesin"``: vesin one system at a time
+        (vesin-torch on an accelerator); the same edges, in another order.
+        """
+        if method not in ("auto", "vesin"):
+            raise ValueError(f"method must be 'auto' or 'vesin', got {method!r}")
+        n_atoms = self.n_atoms.cpu().numpy()
+        pbc = self.pbc.cpu().numpy()
         positions = self.positions.detach()
         cell = self.cell.detach()
-        if on_host:
-            positions, cell = positions.cpu().numpy(), cell.cpu().numpy()
-        pbc = self.pbc.cpu().numpy()
-        edges, shifts = [], []
-        for s in range(len(self)):
-            lo, hi = offsets[s], offsets[s + 1]
-            e, sh = neighbor_list(positions[lo:hi], cell[s], pbc[s], cutoff)
-            edges.append(e + lo)
-            shifts.append(sh)
-        if not edges:
-            edge_index = torch.zeros(2, 0, dtype=torch.long, device=self.device)
-            shift = torch.zeros(0, 3, dtype=torch.long, device=self.device)
-        elif on_host:  # one copy to the device for the whole batch
-            edge_index = torch.as_tensor(np.concatenate(edges, 1), device=self.device)
-            shift = torch.as_tensor(np.concatenate(shifts, 0), device=self.device)
+        if method == "vesin" and self.device.type == "cpu":
+            positions, cell = positions.numpy(), cell.numpy()
+        if method == "auto" and (
+            self.device.type == "cpu" or int(n_atoms.max(initial=0)) <= DEVICE_NEIGHBORS_ABOVE
+        ):
+            e, sh = batched_neighbor_list(
+                positions.cpu().numpy(), cell.cpu().numpy(), pbc, n_atoms, cutoff
+            )
+            edge_index = torch.as_tensor(e, device=self.device)
+            shift = torch.as_tensor(sh, device=self.device)
         else:
-            edge_index, shift = torch.cat(edges, 1), torch.cat(shifts, 0)
+            offsets = self.atom_offsets.tolist()
+            edges, shifts = [], []
+            for s in range(len(self)):
+                lo, hi = offsets[s], offsets[s + 1]
+                e, sh = neighbor_list(positions[lo:hi], cell[s], pbc[s], cutoff)
+                edges.append(torch.as_tensor(e + lo, device=self.device))
+                shifts.append(torch.as_tensor(sh, device=self.device))
+            edge_index = torch.cat(edges, 1) if edges else torch.zeros(2, 0, dtype=torch.long)
+            shift = torch.cat(shifts, 0) if shifts else torch.zeros(0, 3, dtype=torch.long)
+            edge_index, shift = edge_index.to(self.device), shift.to(self.device)
         return replace(
             self,
             edge_index=edge_index,
