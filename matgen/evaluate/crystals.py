@@ -69,6 +69,8 @@ class CrystalEvalSettings:
         stability_thresholds: energy-above-hull thresholds (eV/atom) for S.U.N.
         fingerprint_symprec: None fingerprints every site (CDVAE, exact); a tolerance in Å
             fingerprints one site per symmetry orbit (faster, equal up to CrystalNN noise).
+        fingerprint_timeout: seconds one sample's CrystalNN fingerprint may take before the
+            sample counts as a failed fingerprint (invalid); None: no limit.
     """
 
     dataset: str = "mp_20"
@@ -80,6 +82,7 @@ class CrystalEvalSettings:
     matcher: MatcherSettings = UN_MATCHER
     stability_thresholds: tuple[float, ...] = (0.0, 0.1)
     fingerprint_symprec: float | None = None
+    fingerprint_timeout: float | None = 60.0
 
     def cutoffs(self) -> tuple[float, float]:
         if self.coverage_cutoffs is not None:
@@ -215,7 +218,11 @@ def evaluate_crystals(
     )
     built = [i for i, s in enumerate(validity.structures) if s is not None]
     fingerprints = crystal_fingerprints(
-        [validity.structures[i] for i in built], workers=workers, progress=progress
+        [validity.structures[i] for i in built],
+        symprec=settings.fingerprint_symprec,
+        workers=workers,
+        progress=progress,
+        timeout=settings.fingerprint_timeout,
     )
     fingerprint_ok = np.zeros(n, dtype=bool)
     fingerprint_ok[built] = fingerprints.ok
@@ -233,13 +240,22 @@ def evaluate_crystals(
         if settings.fingerprint_symprec is None
         else f"one per orbit (symprec {settings.fingerprint_symprec} Å)",
         "smact": "charge neutrality + Pauling test, <= 1e7 oxidation-state combinations, metal alloys valid",
+        "fingerprint_timeout_s": settings.fingerprint_timeout,
     }
     notes: list[str] = []
-    counts = {"n_samples": n, "n_built": len(built), "n_valid": int(valid.sum())}
+    counts = {
+        "n_samples": n,
+        "n_built": len(built),
+        "n_valid": int(valid.sum()),
+        "n_fingerprint_timeouts": int(fingerprints.timed_out.sum()),
+    }
     invalid = list(validity.invalid)
     names = list(ids) if ids is not None else [str(i) for i in range(n)]
     for k, i in enumerate(built):
-        if not fingerprints.ok[k]:
+        if fingerprints.timed_out[k]:
+            reason = f"CrystalNN fingerprint took over {settings.fingerprint_timeout:g} s"
+            invalid.append(InvalidSample(i, names[i], reason))
+        elif not fingerprints.ok[k]:
             invalid.append(InvalidSample(i, names[i], "CrystalNN fingerprint failed"))
     invalid.sort(key=lambda sample: sample.index)
 

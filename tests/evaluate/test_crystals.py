@@ -104,6 +104,47 @@ def test_bad_samples_are_invalid_with_reasons(mp20_test):
     assert report.counts["n_built"] == 1
 
 
+def _collapsed_cell() -> Structure:
+    """16 atoms at 0.9 Å^3/atom, no two closer than 0.5 Å (structurally valid by CDVAE's
+    rule): the kind of cell an undertrained generator writes. CrystalNN takes seconds on it."""
+    rng = np.random.default_rng(0)
+    lattice = Lattice.cubic((16 * 0.9) ** (1 / 3))
+    points: list[np.ndarray] = []
+    while len(points) < 16:
+        p = rng.uniform(0, 1, 3)
+        if all(lattice.get_distance_and_image(p, q)[0] >= 0.5 for q in points):
+            points.append(p)
+    return Structure(lattice, ["O"] * 8 + ["Mg"] * 8, points)
+
+
+def test_fingerprints_past_the_time_limit_fail_instead_of_hanging(mp20_test, tmp_path):
+    import signal
+    import time
+
+    from matgen.evaluate.crystal.fingerprints import CrystalFingerprints, crystal_fingerprints
+
+    collapsed, normal = _collapsed_cell(), mp20_test.structure(0)
+    start = time.perf_counter()
+    fp = crystal_fingerprints([collapsed, normal], workers=1, timeout=1.0)
+    assert time.perf_counter() - start < 3.0 + 1.0  # 1 s on the collapsed cell, < 1 s on mp-20
+    assert fp.timed_out.tolist() == [True, False] and fp.ok.tolist() == [False, True]
+    assert np.isnan(fp.structure[0]).all() and np.isfinite(fp.structure[1]).all()
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no timer left behind
+    fp.save(tmp_path / "fp.npz")
+    assert CrystalFingerprints.load(tmp_path / "fp.npz").timed_out.tolist() == [True, False]
+
+    report = evaluate_crystals(
+        [normal, collapsed],
+        ids=["ok", "collapsed"],
+        settings=CrystalEvalSettings(fingerprint_timeout=1.0),
+        workers=1,
+    )
+    reasons = {s.item: s.reason for s in report.invalid}
+    assert reasons["collapsed"] == "CrystalNN fingerprint took over 1 s"
+    assert report.counts["n_fingerprint_timeouts"] == 1
+    assert report.settings["fingerprint_timeout_s"] == 1.0
+
+
 def test_elements_without_smact_data_are_compositionally_invalid(mp20_test):
     """A generator may write an element SMACT has no data for (Ts, Z=117): invalid, no crash."""
     ts = Element("Ts").Z

@@ -4,7 +4,9 @@ Structure fingerprint: the mean over sites of matminer's ``CrystalNNFingerprint`
 ``ops`` preset (61 numbers). Composition fingerprint: ``ElementProperty`` with the ``magpie``
 preset (132 numbers), normalised for distances with the fixed means and standard deviations that
 CDVAE and DiffCSP use (``magpie_scaler.json``; NaN after scaling becomes 0). A structure whose
-fingerprint cannot be computed gets NaN rows and ``ok = False`` (CDVAE then counts it invalid).
+fingerprint cannot be computed gets NaN rows and ``ok = False`` (CDVAE then counts it invalid); so
+does one whose CrystalNN analysis runs past a time limit (60 s by default: collapsed cells with
+dozens of atoms within a few Å can take hours), marked in ``timed_out``.
 Fingerprints of registered reference splits are cached (``.npz``, no pickle) under
 ``$MATGEN_CACHE``, keyed by the split file's sha256.
 """
@@ -12,8 +14,12 @@ Fingerprints of registered reference splits are cached (``.npz``, no pickle) und
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,23 +42,67 @@ _VERSION = 1
 @dataclass
 class CrystalFingerprints:
     """Fingerprints of ``n`` crystals: ``structure`` (n, 61), ``composition`` (n, 132) unscaled,
-    ``ok`` (n,) False where the structure fingerprint failed (rows are NaN there)."""
+    ``ok`` (n,) False where the structure fingerprint failed (rows are NaN there), ``timed_out``
+    (n,) True where it failed by running past the time limit."""
 
     structure: np.ndarray
     composition: np.ndarray
     ok: np.ndarray
+    timed_out: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        if len(self.timed_out) != len(self.ok):
+            self.timed_out = np.zeros(len(self.ok), dtype=bool)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{np.random.default_rng().integers(1 << 62)}")
         with open(tmp, "wb") as handle:
-            np.savez(handle, structure=self.structure, composition=self.composition, ok=self.ok)
+            np.savez(
+                handle,
+                structure=self.structure,
+                composition=self.composition,
+                ok=self.ok,
+                timed_out=self.timed_out,
+            )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> CrystalFingerprints:
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["structure"], z["composition"], z["ok"])
+            timed_out = z["timed_out"] if "timed_out" in z.files else np.zeros(0, dtype=bool)
+            return cls(z["structure"], z["composition"], z["ok"], timed_out)
+
+
+class _TimeLimit(BaseException):
+    """Raised by the timer; a BaseException so that matminer's and pymatgen's ``except
+    Exception`` blocks cannot swallow it."""
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`_TimeLimit` in this block after ``seconds`` of wall time. A no-op without
+    a limit, off the main thread, or where the platform has no ``SIGALRM`` (worker processes run
+    their jobs on their main thread, so the limit holds there)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "SIGALRM")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _TimeLimit
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @cache
@@ -83,20 +133,27 @@ def _site_representatives(
     return representatives, weights.astype(np.float64)
 
 
-def _fingerprint_one(job: tuple[Structure, float | None]) -> tuple[np.ndarray, np.ndarray, bool]:
-    structure, symprec = job
+def _fingerprint_one(
+    job: tuple[Structure, float | None, float | None],
+) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """(structure fingerprint, composition fingerprint, ok, timed out) of one structure."""
+    structure, symprec, timeout = job
     site_fp, comp_fp = _featurizers()
+    failed = np.full(N_STRUCTURE_FEATURES, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         composition = np.asarray(comp_fp.featurize(structure.composition), dtype=np.float64)
         try:
-            sites, weights = _site_representatives(structure, symprec)
-            rows = np.asarray(
-                [site_fp.featurize(structure, int(i)) for i in sites], dtype=np.float64
-            )
-            return weights @ rows / weights.sum(), composition, True
+            with _time_limit(timeout):
+                sites, weights = _site_representatives(structure, symprec)
+                rows = np.asarray(
+                    [site_fp.featurize(structure, int(i)) for i in sites], dtype=np.float64
+                )
+            return weights @ rows / weights.sum(), composition, True, False
+        except _TimeLimit:
+            return failed, composition, False, True
         except Exception:  # matminer/pymatgen raise many types on pathological structures
-            return np.full(N_STRUCTURE_FEATURES, np.nan), composition, False
+            return failed, composition, False, False
 
 
 def crystal_fingerprints(
@@ -106,9 +163,14 @@ def crystal_fingerprints(
     workers: int | None = None,
     progress: bool = False,
     cache_path: Path | None = None,
+    timeout: float | None = 60.0,
 ) -> CrystalFingerprints:
     """Fingerprints of ``structures``, computed in parallel processes; read from and written to
     ``cache_path`` when given.
+
+    ``timeout`` (s, None: no limit) bounds the CrystalNN analysis of one structure; a structure
+    past it counts as a failed fingerprint (``ok`` False, ``timed_out`` True). MP-20 crystals
+    take well under a second each.
 
     ``symprec`` (Å) None computes every site, exactly as CDVAE. A value fingerprints one site per
     symmetry orbit found by spglib at that tolerance, weighted by multiplicity: about 2x faster on
@@ -121,7 +183,7 @@ def crystal_fingerprints(
             return cached
     rows = process_map(
         _fingerprint_one,
-        [(s, symprec) for s in structures],
+        [(s, symprec, timeout) for s in structures],
         workers=workers,
         chunk_size=16,
         progress=progress,
@@ -134,6 +196,7 @@ def crystal_fingerprints(
         if rows
         else np.zeros((0, N_COMPOSITION_FEATURES)),
         ok=np.array([r[2] for r in rows], dtype=bool),
+        timed_out=np.array([r[3] for r in rows], dtype=bool),
     )
     if cache_path is not None:
         result.save(cache_path)
