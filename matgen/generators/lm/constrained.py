@@ -31,6 +31,7 @@ supported) and fail loudly if they see a token their own mask forbade.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING
@@ -90,6 +91,27 @@ def _angle_feasibility(min_volume_factor: float) -> np.ndarray:
     return np.sqrt(np.clip(radicand, 0.0, None)) >= min_volume_factor
 
 
+# (processor class, vocabulary, settings) -> (key -> mask id, masks, allowed sets); bounded by the
+# number of distinct parser states, a few thousand for ctl bodies
+_MASK_STORES: dict[tuple, tuple[dict[object, int], list[torch.Tensor], list[frozenset[int]]]] = {}
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _angle_trie(min_volume_factor: float, angles: tuple[int, ...]) -> _Trie:
+    """The values the next angle may take after ``angles`` (zero to two of them): those for
+    which some choice of the remaining angles gives a cell with ``V/abc`` >= the threshold.
+    Shared by every grammar in the process (26,083 keys at most)."""
+    ok = _angle_feasibility(min_volume_factor)
+    idx = [a - ANGLE_RANGE[0] for a in angles]
+    if len(idx) == 0:
+        valid = ok.any(axis=(1, 2))
+    elif len(idx) == 1:
+        valid = ok[idx[0]].any(axis=1)
+    else:
+        valid = ok[idx[0], idx[1]]
+    return _Trie([str(a) for a in _ANGLES[valid]])
+
+
 class _RowwiseProcessor(LogitsProcessor):
     """Shared bookkeeping: where each row's body starts and which tokens were already fed."""
 
@@ -106,10 +128,15 @@ class _RowwiseProcessor(LogitsProcessor):
         self.prompt_lengths = prompt_lengths
         self._starts: list[int] | None = None
         self._consumed = 0
-        self._mask_index: dict[object, int] = {}
-        self._masks: list[torch.Tensor] = []
-        self._sets: list[frozenset[int]] = []
         self._table: torch.Tensor | None = None
+        self._vocab_key = tuple(sorted(vocab.items()))
+        self._share_masks()
+
+    def _share_masks(self, *settings: object) -> None:
+        """Use the mask cache of every processor with this class, vocabulary and ``settings``
+        (a generator makes a new processor for each segment of each chunk)."""
+        store = _MASK_STORES.setdefault((type(self), self._vocab_key, settings), ({}, [], []))
+        self._mask_index, self._masks, self._sets = store
 
     # -- subclasses ---------------------------------------------------------------------
     def _new_rows(self, batch: int) -> None:
@@ -150,7 +177,6 @@ class _RowwiseProcessor(LogitsProcessor):
             index = self._mask_index[key] = len(self._masks)
             self._masks.append(mask)
             self._sets.append(allowed)
-            self._table = None
         return index
 
     def _permits(self, row: int, token: int) -> bool:
@@ -176,9 +202,10 @@ class _RowwiseProcessor(LogitsProcessor):
                         self._feed(row, token, position - start)
             self._consumed = length
         ids = [self._mask_id(self._key(row)) for row in range(batch)]
-        if self._table is None or self._table.device != scores.device:
-            self._table = torch.stack(self._masks).to(scores.device)
-        allowed = self._table[torch.tensor(ids, device=scores.device)]
+        table = self._table
+        if table is None or table.device != scores.device or len(table) != len(self._masks):
+            self._table = table = torch.stack(self._masks).to(scores.device)
+        allowed = table[torch.tensor(ids, device=scores.device)]
         if scores.shape[-1] != self.vocab_size:
             width = scores.shape[-1]
             if width < self.vocab_size:
@@ -310,8 +337,7 @@ class CrystalGrammar(_RowwiseProcessor):
         if compositions is not None:
             self._compositions = [self._check(i, c) for i, c in enumerate(compositions)]
         self._rows: list[_CtlRow] = []
-        self._feasible = _angle_feasibility(self.min_volume_factor)
-        self._angle_tries: dict[tuple[int, ...], _Trie] = {}
+        self._share_masks(self._element_ids, self.max_atoms, self.min_volume_factor)
 
     def _check(self, row: int, composition: Mapping[str, int] | None) -> dict[int, int] | None:
         if composition is None:
@@ -341,22 +367,6 @@ class CrystalGrammar(_RowwiseProcessor):
             _CtlRow(None if self._compositions is None else _copy(self._compositions[r]))
             for r in range(batch)
         ]
-
-    def _angle_trie(self, angles: list[int]) -> _Trie:
-        key = tuple(angles)
-        trie = self._angle_tries.get(key)
-        if trie is None:
-            idx = [a - ANGLE_RANGE[0] for a in angles]
-            ok = self._feasible
-            if len(idx) == 0:
-                valid = ok.any(axis=(1, 2))
-            elif len(idx) == 1:
-                valid = ok[idx[0]].any(axis=1)
-            else:
-                valid = ok[idx[0], idx[1]]
-            trie = _Trie([str(a) for a in _ANGLES[valid]])
-            self._angle_tries[key] = trie
-        return trie
 
     def _feed(self, row: int, token: int, position: int) -> None:
         state = self._rows[row]
@@ -428,7 +438,7 @@ class CrystalGrammar(_RowwiseProcessor):
             return out
         if key[0] == _ANGLE:
             _, angles, prefix, separator = key
-            trie = self._angle_trie(list(angles))
+            trie = _angle_trie(self.min_volume_factor, angles)
         else:
             phase, prefix, separator = key
             trie = _static_trie("length" if phase == _LENGTH else "coord")

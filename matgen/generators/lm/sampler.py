@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from matgen.generators.lm.checkpoint import TextLM, load_text_lm, quiet_transformers
+from matgen.generators.lm.kv_cache import GrowingCache
 
 __all__ = ["ParseFailure", "SamplingReport", "TextSampler"]
 
@@ -162,7 +163,7 @@ class TextSampler:
         devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         rows = list(range(len(prompts)))  # batch row -> prompt index
         finished: dict[int, list[int]] = {}
-        cache = None
+        cache = GrowingCache()
         for part in range(-(-budget // self.segment)):
             steps = min(self.segment, budget - part * self.segment)
             processors = LogitsProcessorList(self._processors(len(rows), width, request))

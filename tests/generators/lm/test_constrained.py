@@ -183,12 +183,13 @@ def test_angles_always_leave_a_cell(tokenizer):
     """The grammar never lets the angles run into a triple without volume: every accepted
     (alpha, beta) has an accepted gamma, and the accepted gammas are exactly those with
     V/abc >= min_volume_factor."""
-    grammar = CrystalGrammar(tokenizer, min_volume_factor=0.3)
-    alphas = grammar._angle_trie([]).complete
+    from matgen.generators.lm.constrained import _angle_trie
+
+    alphas = _angle_trie(0.3, ()).complete
     assert "10" not in alphas and "90" in alphas  # no beta, gamma give 10° a volume factor 0.3
     for alpha in ("35", "60", "90", "140"):
-        for beta in grammar._angle_trie([int(alpha)]).complete:
-            gammas = {int(g) for g in grammar._angle_trie([int(alpha), int(beta)]).complete}
+        for beta in _angle_trie(0.3, (int(alpha),)).complete:
+            gammas = {int(g) for g in _angle_trie(0.3, (int(alpha), int(beta))).complete}
             brute = {
                 g for g in range(10, 171) if cell_volume_factor(int(alpha), int(beta), g) >= 0.3
             }
