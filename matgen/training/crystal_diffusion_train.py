@@ -205,7 +205,12 @@ def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path
         f"validating on {len(val_set)}; {sum(p.numel() for p in module.model.parameters()):,} "
         "parameters"
     )
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(
+        module,
+        datamodule=data,
+        ckpt_path=str(last) if last.is_file() else None,
+        weights_only=True,  # resuming never unpickles code
+    )
     wall = time.perf_counter() - start
     model = module.averaged_model()
     chosen = {"epoch": int(trainer.current_epoch), "selected": "last EMA"}

@@ -392,7 +392,13 @@ def train_text_lm(config: dict[str, Any], *, log: Any = print) -> Path:
         + (f"; resuming from {last}" if last.is_file() else "")
     )
     fit_start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(
+        module,
+        train_loader,
+        val_loader,
+        ckpt_path=str(last) if last.is_file() else None,
+        weights_only=True,  # resuming never unpickles code
+    )
     fit_seconds = time.perf_counter() - fit_start
     if not train_cfg.get("fast_dev_run"):
         trainer.save_checkpoint(last, weights_only=False)  # a rerun resumes exactly here

@@ -133,7 +133,12 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         num_sanity_val_steps=0,
     )
     last = out_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(
+        module,
+        datamodule=data,
+        ckpt_path=str(last) if last.is_file() else None,
+        weights_only=True,  # resuming never unpickles code
+    )
     if best.path.is_file():
         model = load_model(best.path, dtype=torch.float64)
     else:

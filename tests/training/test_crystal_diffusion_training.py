@@ -100,3 +100,25 @@ def test_fine_tuning_adds_property_conditions(trained, tmp_path, capsys):
     assert "unknown to this model" in capsys.readouterr().err
     assert main([*args, "--property", "dir_gap", "--out", str(out)]) == 1
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_rerun_resumes_from_last_ckpt_without_unpickling(trained, tmp_path, monkeypatch):
+    """A rerun with more epochs continues from last.ckpt (loaded with weights_only=True)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(trained / "run", tmp_path / "run")
+    config = yaml.safe_load((trained / "config.yaml").read_text())
+    config["training"]["max_epochs"] = 3
+    config["output"] = {"dir": str(tmp_path / "run"), "checkpoint": str(tmp_path / "model.pt")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    loads = []
+    original = torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda *a, **k: (loads.append(k.get("weights_only")), original(*a, **k))[1]
+    )
+    assert main(["train", "crystal-diffusion", str(tmp_path / "config.yaml")]) == 0
+    assert loads and all(flag is True for flag in loads), loads
+    meta = torch.load(tmp_path / "model.pt", weights_only=True)["metadata"]
+    assert meta["epochs"] == 3 and meta["steps"] == 9  # 6 steps were already done
