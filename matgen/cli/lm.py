@@ -164,4 +164,9 @@ def run_generate_molecule(args: argparse.Namespace) -> int:
         f"wrote {index} molecules ({valid} valid) to {args.out} and {sdf_path} in {seconds:.1f} s "
         f"({index / seconds:.1f} molecules/s)"
     )
+    if generator.report.truncated:
+        print(
+            f"{len(generator.report.truncated)} SELFIES bodies reached the token budget without "
+            "<eos> and were decoded as they stood"
+        )
     return 0

@@ -6,7 +6,8 @@ nucleus (top-p) sampling. Crystal bodies in the ctl form are constrained token b
 :class:`~matgen.generators.lm.constrained.CrystalGrammar` (numbers, separators, the requested
 composition, at most ``max_atoms`` sites), so every body parses; bodies that do not parse all the
 same (the cif form, or a truncated body) are counted in :attr:`SamplingReport.failures`, never
-dropped silently. Requests are checked before sampling starts. The same seed, settings, chunk size
+dropped silently. A SELFIES body cut off by the token budget is a valid SELFIES string all the
+same: it is decoded and its index listed in :attr:`SamplingReport.truncated`. Requests are checked before sampling starts. The same seed, settings, chunk size
 and device give the same samples (:mod:`matgen.generators.lm.sampler`).
 """
 
@@ -246,6 +247,9 @@ class TextMoleculeGenerator(TextSampler):
 
     def _budget(self, request: dict[str, Any]) -> int:
         return int(1.5 * (self.lm.max_body_tokens or 128))
+
+    def _decodes_prefixes(self) -> bool:
+        return self.lm.form == "selfies"  # any SELFIES string decodes to a valid molecule
 
     def _processors(self, rows: int, width: int, request: dict[str, Any]) -> list[Any]:
         from matgen.generators.lm.constrained import BodyOnlyProcessor

@@ -48,6 +48,8 @@ class SamplingReport:
         requested: samples asked for.
         decoded: samples that decoded (returned).
         failures: samples that did not, with the reason.
+        truncated: indices of samples that reached the token budget without ``<eos>`` and were
+            decoded as they stood (only for forms where every prefix is a valid text: SELFIES).
         new_tokens: tokens sampled (prompt excluded, padding after ``<eos>`` excluded).
         seconds: wall time of sampling and decoding.
     """
@@ -55,6 +57,7 @@ class SamplingReport:
     requested: int = 0
     decoded: int = 0
     failures: list[ParseFailure] = field(default_factory=list)
+    truncated: list[int] = field(default_factory=list)
     new_tokens: int = 0
     seconds: float = 0.0
 
@@ -119,6 +122,11 @@ class TextSampler:
 
     def _budget(self, request: dict[str, Any]) -> int:
         raise NotImplementedError
+
+    def _decodes_prefixes(self) -> bool:
+        """Whether every prefix of a body is itself a valid text (then a body cut off by the
+        token budget is decoded and counted in ``report.truncated`` instead of failing)."""
+        return False
 
     @torch.no_grad()
     def _generate(
@@ -241,9 +249,11 @@ class TextSampler:
             samples = []
             for i, (body, problem) in enumerate(zip(bodies, problems, strict=True)):
                 try:
-                    if problem is not None:
+                    if problem is not None and not self._decodes_prefixes():
                         raise ValueError(problem)
                     samples.append(self._decode(body))
+                    if problem is not None:
+                        self.report.truncated.append(lo + i)
                 except Exception as exc:  # any decoder error is a failed sample, reported
                     self.report.failures.append(ParseFailure(lo + i, body, str(exc)))
             self.report.decoded += len(samples)

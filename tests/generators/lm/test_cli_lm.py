@@ -76,29 +76,43 @@ def test_generate_crystal_with_a_text_model(trained, tmp_path, capsys):
     assert "do not apply to a text model" in capsys.readouterr().err
 
 
-def test_generate_molecule_writes_csv_and_sdf(tmp_path, capsys):
+@pytest.mark.parametrize("form", ["selfies", "smiles"])
+def test_generate_molecule_writes_csv_and_sdf(tmp_path, capsys, form):
+    """A random model: SELFIES bodies all decode (cut-off ones too, and are counted); random
+    SMILES mostly fail, and their rows carry the reason."""
     from rdkit import Chem
 
     from matgen.generators.lm.molecule_text import encode_molecules
 
-    bodies, _ = encode_molecules(["CCO", "c1ccccc1O", "CC(=O)N", "C#N"], kind="selfies")
-    tokenizer = build_tokenizer("selfies", corpus=bodies)
+    bodies, _ = encode_molecules(["CCO", "c1ccccc1O", "CC(=O)N", "C#N"], kind=form)
+    tokenizer = build_tokenizer(form, corpus=bodies)
     model = build_causal_lm(preset("gpt2-tiny", n_positions=64), len(tokenizer), **IDS, seed=0)
     folder = save_text_lm(
-        model, tokenizer, tmp_path / "mol", kind="molecule", form="selfies", max_body_tokens=10
+        model, tokenizer, tmp_path / "mol", kind="molecule", form=form, max_body_tokens=10
     )
     out = tmp_path / "mols.csv"
     args = ["generate", "molecule", "--model", str(folder), "-n", "9", "--chunk", "4"]
-    with pytest.warns(RuntimeWarning, match="did not decode"):
+    if form == "smiles":
+        with pytest.warns(RuntimeWarning, match="did not decode"):
+            assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    else:
         assert main([*args, "--out", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert [int(r["index"]) for r in rows] == list(range(9))
     valid = [r for r in rows if r["valid"] == "True"]
-    assert all(r["smiles"] and r["text"].startswith("[") for r in valid)
+    assert all(r["smiles"] and r["text"] for r in valid)
     assert all(r["error"] for r in rows if r["valid"] == "False")
+    if form == "selfies":
+        assert len(valid) == 9 and all(r["text"].startswith("[") for r in valid)
+    else:
+        assert len(valid) < 9
     sdf = [m for m in Chem.SDMolSupplier(str(out.with_suffix(".sdf"))) if m is not None]
-    assert len(sdf) == len(valid) and sdf[0].GetProp("_Name").startswith("sample_")
-    assert f"wrote 9 molecules ({len(valid)} valid)" in capsys.readouterr().out
+    assert len(sdf) == len(valid)
+    assert not sdf or sdf[0].GetProp("_Name").startswith("sample_")
+    printed = capsys.readouterr().out
+    assert f"wrote 9 molecules ({len(valid)} valid)" in printed
+    if form == "selfies":  # a random model rarely writes <eos> within 15 tokens
+        assert "reached the token budget without <eos>" in printed
 
 
 def test_load_and_available_include_text_models(trained, tmp_path, monkeypatch):

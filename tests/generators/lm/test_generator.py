@@ -4,6 +4,7 @@ failures counted; infilling."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -172,12 +173,42 @@ def test_molecule_generator_returns_mols_with_their_text(tmp_path):
     generator = load_text_generator(str(folder), chunk=8)
     assert isinstance(generator, TextMoleculeGenerator)
     mols = generator.sample(10, seed=0)
-    assert len(mols) + len(generator.report.failures) == 10
-    assert len(mols) >= 8  # SELFIES decode by construction; only truncated bodies may fail
+    assert len(mols) == 10 and not generator.report.failures  # any SELFIES string decodes
     assert all(m.GetProp("text").startswith("[") for m in mols)
+    generator.max_new_tokens = 2  # every body cut off: decoded as it stands, and counted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        short = generator.sample(6, seed=1)
+    # only a body that decodes to nothing (such as "[=Branch1][Ring1]") fails
+    failed = {f.index for f in generator.report.failures}
+    assert all("empty molecule" in f.reason for f in generator.report.failures)
+    assert len(short) + len(failed) == 6 and len(short) >= 3
+    truncated = generator.report.truncated  # the rest wrote <eos> within two tokens
+    assert len(truncated) >= 3 and not set(truncated) & failed
+    assert all(len(m.GetProp("text").split("][")) <= 2 for m in short)
+    generator.max_new_tokens = None
     assert [m.GetProp("text") for m in generator.sample(10, seed=0)] == [
         m.GetProp("text") for m in mols
     ]
     with pytest.raises(ValueError, match="molecule model"):
         TextCrystalGenerator.load(str(folder))
     assert load_text_lm(folder).max_body_tokens == 12
+
+
+def test_truncated_smiles_bodies_fail(tmp_path):
+    """A SMILES prefix is no SMILES: a body cut off by the budget is a failure, not a sample."""
+    from matgen.generators.lm.molecule_text import encode_molecules
+
+    bodies, _ = encode_molecules(["CCO", "c1ccccc1O", "CC(=O)N"], kind="smiles")
+    tokenizer = build_tokenizer("smiles", corpus=bodies)
+    model = build_causal_lm(preset("gpt2-tiny", n_positions=64), len(tokenizer), **IDS, seed=0)
+    folder = save_text_lm(
+        model, tokenizer, tmp_path / "smi", kind="molecule", form="smiles", max_body_tokens=12
+    )
+    generator = load_text_generator(str(folder), chunk=4)
+    generator.max_new_tokens = 2
+    with pytest.warns(RuntimeWarning, match="did not decode"):
+        generator.sample(4, seed=0)
+    assert not generator.report.truncated
+    no_eos = [f for f in generator.report.failures if "no <eos>" in f.reason]
+    assert no_eos and len(generator.report.failures) + generator.report.decoded == 4
