@@ -2,7 +2,9 @@
 
 The YAML (see ``configs/mlff/*.yaml``) has four sections:
 
-``model``     ``preset`` name and field ``overrides`` of :class:`matgen.mlff.config.MACEConfig`.
+``model``     ``preset`` name and field ``overrides`` of :class:`matgen.mlff.config.MACEConfig`;
+              or ``init_from``, a checkpoint (shipped name or path) whose architecture,
+              statistics and weights the training starts from (fine-tuning).
 ``data``      ``train`` source, ``val`` source or ``val_fraction``, ``test`` sources,
               ``atomic_energies`` (``fit``, a source of isolated atoms, or ``{Z: eV}``),
               ``energy_scale`` (recorded in the data card: ``mp`` for MP-scale energies),
@@ -73,18 +75,42 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
     seed = int(train_cfg.get("seed", 0))
     pl.seed_everything(seed, workers=True)
     dtype = DTYPES[train_cfg.get("dtype", "float64")]
-    base = preset(model_cfg["preset"], elements=(1,), **model_cfg.get("overrides", {}))
-    r_max = base.r_max
+    initial = None
+    if model_cfg.get("init_from"):
+        if "preset" in model_cfg or "overrides" in model_cfg:
+            raise ValueError("model: give init_from or preset/overrides, not both")
+        initial = load_model(model_cfg["init_from"], dtype=torch.float64)
+        r_max = initial.config.r_max
+        log(f"starting from {model_cfg['init_from']} (its architecture, statistics and weights)")
+    else:
+        base = preset(model_cfg["preset"], elements=(1,), **model_cfg.get("overrides", {}))
+        r_max = base.r_max
 
     train_set = load_configurations(data_cfg["train"], cutoff=r_max)
-    stats = training_statistics(
-        train_set,
-        r_max=r_max,
-        elements=model_cfg.get("elements"),
-        atomic_energies=_atomic_energies(data_cfg.get("atomic_energies", "fit")),
-    )
-    model_config = base.replace(**stats.as_config())
-    log(f"statistics: {stats}")
+    if initial is not None:
+        model_config = initial.config
+        statistics = {
+            key: getattr(model_config, key)
+            for key in ("elements", "atomic_energies", "avg_num_neighbors", "scale", "shift")
+        }
+        missing = sorted(
+            {int(z) for z in np.unique(train_set.collection.numbers)} - set(model_config.elements)
+        )
+        if missing:
+            raise ValueError(
+                f"{model_cfg['init_from']} has no weights for elements {missing} of the "
+                f"training data (it knows {list(model_config.elements)})"
+            )
+    else:
+        stats = training_statistics(
+            train_set,
+            r_max=r_max,
+            elements=model_cfg.get("elements"),
+            atomic_energies=_atomic_energies(data_cfg.get("atomic_energies", "fit")),
+        )
+        model_config = base.replace(**stats.as_config())
+        statistics = stats.as_config()
+        log(f"statistics: {stats}")
 
     items = [train_set[i].to(dtype=dtype) for i in range(len(train_set))]
     if "val" in data_cfg:
@@ -102,7 +128,11 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         model_config.to_dict(),
         weights=train_cfg.get("weights"),
         optim=train_cfg.get("optim"),
-    ).to(dtype)
+    )
+    if initial is not None:
+        module.model.load_state_dict(initial.state_dict())
+        module.ema.load_state_dict(initial.state_dict())
+    module = module.to(dtype)
     data = MLFFDataModule(
         train_items,
         val_items,
@@ -152,7 +182,7 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         "device": str(trainer.strategy.root_device),
         "torch_threads": torch.get_num_threads(),
     }
-    return finish_run(config, model, stats.as_config(), extra, log=log)
+    return finish_run(config, model, statistics, extra, log=log)
 
 
 def finish_run(

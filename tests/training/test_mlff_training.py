@@ -103,6 +103,34 @@ def test_rerun_resumes_from_the_last_checkpoint(tmp_path, ethanol_file):
     assert again["train_seconds"] > 0
 
 
+def test_fine_tuning_starts_from_a_checkpoint(tmp_path, ethanol_file):
+    """init_from: the starting weights are the checkpoint's (same test error before training),
+    and a short fine-tune on the same data does not make them worse; unknown elements fail."""
+    config = _config(tmp_path / "a", ethanol_file, max_epochs=2)
+    start = train_mlff(config, log=lambda *_: None)
+    before = json.loads(start.with_suffix(".json").read_text())["test_metrics"]["train40"]
+    tuned = _config(tmp_path / "b", ethanol_file, max_epochs=1)
+    tuned["model"] = {"init_from": str(start)}
+    tuned["training"]["optim"] = {"lr": 1e-4, "stage_two_fraction": 0.0}
+    path = train_mlff(tuned, log=lambda *_: None)
+    after = json.loads(path.with_suffix(".json").read_text())
+    assert after["training_config"]["model"] == {"init_from": str(start)}
+    assert load_model(path).config == load_model(start).config
+    assert after["test_metrics"]["train40"]["forces"]["mae"] <= 1.05 * before["forces"]["mae"]
+
+    silicon = tmp_path / "si.extxyz"
+    si = load_dataset("mlearn_Si", "train")
+    write(silicon, [si.atoms(0)], format="extxyz")
+    bad = _config(tmp_path / "c", silicon)
+    bad["model"] = {"init_from": str(start)}
+    bad["data"].pop("atomic_energies")
+    with pytest.raises(ValueError, match=r"no weights for elements \[14\]"):
+        train_mlff(bad, log=lambda *_: None)
+    bad["model"]["preset"] = "cpu-small"
+    with pytest.raises(ValueError, match="not both"):
+        train_mlff(bad, log=lambda *_: None)
+
+
 def test_yaml_configs_in_the_repository_parse(root):
     from pathlib import Path
 
