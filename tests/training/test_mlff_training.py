@@ -134,11 +134,16 @@ def test_fine_tuning_starts_from_a_checkpoint(tmp_path, ethanol_file):
 def test_yaml_configs_in_the_repository_parse(root):
     from pathlib import Path
 
+    from matgen.mlff.checkpoint import checkpoint_path
     from matgen.mlff.config import preset
 
     for path in sorted(Path(__file__).parents[2].joinpath("configs", "mlff").glob("*.yaml")):
         config = load_config(path)
-        preset(config["model"]["preset"], elements=(1,), **config["model"].get("overrides", {}))
+        if "init_from" in config["model"]:
+            assert checkpoint_path(config["model"]["init_from"]).is_file()
+        else:
+            overrides = config["model"].get("overrides", {})
+            preset(config["model"]["preset"], elements=(1,), **overrides)
         assert yaml.safe_load(path.read_text())["output"]["checkpoint"]
 
 
