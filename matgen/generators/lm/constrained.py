@@ -130,11 +130,11 @@ class _RowwiseProcessor(LogitsProcessor):
         self._consumed = 0
         self._table: torch.Tensor | None = None
         self._vocab_key = tuple(sorted(vocab.items()))
-        self._share_masks()
 
     def _share_masks(self, *settings: object) -> None:
         """Use the mask cache of every processor with this class, vocabulary and ``settings``
-        (a generator makes a new processor for each segment of each chunk)."""
+        (a generator makes a new processor for each segment of each chunk). Each subclass calls
+        this at the end of ``__init__`` with whatever its masks depend on."""
         store = _MASK_STORES.setdefault((type(self), self._vocab_key, settings), ({}, [], []))
         self._mask_index, self._masks, self._sets = store
 
@@ -240,6 +240,7 @@ class BodyOnlyProcessor(_RowwiseProcessor):
         self._body = frozenset(i for i in range(self.vocab_size) if i not in special)
         self._empty: list[bool] = []
         self._done: list[bool] = []
+        self._share_masks()
 
     def _new_rows(self, batch: int) -> None:
         self._empty = [True] * batch
