@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts", default="123", help="which measurements: 1 free, 2 prompts, 3 infilling"
     )
+    parser.add_argument(
+        "--enforce-validity",
+        action="store_true",
+        help="sample with the grammar's charge-neutrality and minimum-distance constraints",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -60,8 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     generator = TextCrystalGenerator.load(args.model, device=args.device, chunk=args.chunk)
-    sampling = {"temperature": args.temperature, "top_p": args.top_p}
-    print(f"{args.model}: temperature {args.temperature}, top_p {args.top_p}, seed {args.seed}")
+    sampling = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "enforce_validity": args.enforce_validity,
+    }
+    print(
+        f"{args.model}: temperature {args.temperature}, top_p {args.top_p}, seed {args.seed}, "
+        f"validity constraints {'on' if args.enforce_validity else 'off'}"
+    )
 
     if "1" in args.parts:
         _free_sampling(generator, args, sampling)

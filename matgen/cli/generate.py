@@ -53,6 +53,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--spacegroup", type=int, help="space group number 1..230 (text models)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (text)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (text models)")
+    p.add_argument(
+        "--enforce-validity",
+        action="store_true",
+        help="text models: the grammar also enforces charge neutrality and a 0.5 Å minimum "
+        "distance between sites",
+    )
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's T)")
     p.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step; 0: off")
@@ -111,8 +117,9 @@ def run_generate(args: argparse.Namespace) -> int:
         from matgen.cli.lm import run_generate_crystal
 
         return run_generate_crystal(args, properties)
-    if args.spacegroup is not None:
-        print("matgen: error: --spacegroup needs a text model", file=sys.stderr)
+    if args.spacegroup is not None or args.enforce_validity:
+        flag = "--spacegroup" if args.spacegroup is not None else "--enforce-validity"
+        print(f"matgen: error: {flag} needs a text model", file=sys.stderr)
         return 1
     generator = CrystalGenerator.load(
         args.model, device=args.device, steps=args.steps, step_lr=args.step_lr, chunk=args.chunk

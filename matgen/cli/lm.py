@@ -97,6 +97,7 @@ def run_generate_crystal(args: argparse.Namespace, properties: dict[str, float])
             temperature=args.temperature,
             top_p=args.top_p,
             seed=args.seed,
+            enforce_validity=args.enforce_validity,
         )
     except ValueError as exc:
         return _error(exc)

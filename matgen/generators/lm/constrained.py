@@ -16,7 +16,17 @@ of every token that cannot continue the body of its row into a valid text:
   coordinates line; with a requested composition, no element beyond its count and ``<eos>`` only
   once every atom is placed; otherwise ``<eos>`` after at least one site, and at most
   ``max_atoms`` sites;
-- after ``<eos>``, ``<pad>`` forever.
+- after ``<eos>``, ``<pad>`` forever;
+- optionally (``enforce_validity``), the evaluation suite's validity as far as a left-to-right
+  grammar can see it: a free composition may only end (``<eos>``) where it passes the SMACT
+  charge-neutrality and electronegativity test (:func:`~matgen.evaluate.crystal.validity.
+  smact_validity`, CDVAE's definition), and while it does not, where one more atom of an element
+  already in it would make it pass, only such atoms may follow; the last coordinate of each site may only take the
+  values (tenths digit, then hundredths digit) that keep the site at least ``min_distance`` Å
+  from every earlier site, periodic images included. Where no value is left (the first two
+  coordinates already sit on an earlier atom) or ``max_atoms`` sites are placed without a
+  neutral composition, the constraint gives way rather than leave the row without a token,
+  and the suite then counts that sample invalid.
 
 Rows are independent. Each row's parser state advances by the tokens appended since the previous
 call (one per step), so a step costs O(batch), never a re-parse of the prefix. Masks are cached
@@ -273,15 +283,32 @@ class BodyOnlyProcessor(_RowwiseProcessor):
 class _CtlRow:
     """Parser state of one ctl body."""
 
-    __slots__ = ("angles", "field", "phase", "prefix", "remaining", "sites")
+    __slots__ = (
+        "angles",
+        "counts",
+        "crowded",
+        "current",
+        "field",
+        "frac",
+        "lengths",
+        "phase",
+        "prefix",
+        "remaining",
+        "sites",
+    )
 
     def __init__(self, remaining: dict[int, int] | None) -> None:
         self.phase = _LENGTH
         self.field = 0  # which of the three numbers of the line
         self.prefix = ""  # characters of the current number so far
+        self.lengths: list[float] = []
         self.angles: list[int] = []
         self.sites = 0
         self.remaining = remaining  # element id -> atoms still to place, or None
+        self.counts: dict[int, int] = {}  # element token id -> sites written
+        self.current: list[float] = []  # completed coordinates of the site being written
+        self.frac: list[tuple[float, float, float]] = []  # completed sites
+        self.crowded: tuple[object, frozenset[str]] = (None, frozenset())  # last answer
 
 
 class CrystalGrammar(_RowwiseProcessor):
@@ -298,6 +325,9 @@ class CrystalGrammar(_RowwiseProcessor):
         max_atoms: at most this many sites per body (None: no limit).
         elements: the elements a free composition may use (default: all 118).
         min_volume_factor: smallest allowed ``V / abc`` of the cell (0 < value < 1).
+        enforce_validity: also enforce charge neutrality of free compositions and a minimum
+            distance between sites (see the module docstring).
+        min_distance: that distance, Å (the suite's structural-validity cutoff).
 
     Raises:
         ValueError: a tokenizer without the ctl tokens, a composition with an element outside
@@ -313,6 +343,8 @@ class CrystalGrammar(_RowwiseProcessor):
         max_atoms: int | None = None,
         elements: Collection[str] | None = None,
         min_volume_factor: float = 0.1,
+        enforce_validity: bool = False,
+        min_distance: float = 0.5,
     ) -> None:
         super().__init__(tokenizer, prompt_lengths)
         missing = [t for t in (*"0123456789", ".", " ", "\n") if t not in self.vocab]
@@ -338,6 +370,11 @@ class CrystalGrammar(_RowwiseProcessor):
         if compositions is not None:
             self._compositions = [self._check(i, c) for i, c in enumerate(compositions)]
         self._rows: list[_CtlRow] = []
+        self.enforce_validity = bool(enforce_validity)
+        self.min_distance = float(min_distance)
+        self._atomic_number = {
+            self.vocab[e]: ELEMENT_SYMBOLS.index(e) + 1 for e in chosen if e in self.vocab
+        }
         self._share_masks(self._element_ids, self.max_atoms, self.min_volume_factor)
 
     def _check(self, row: int, composition: Mapping[str, int] | None) -> dict[int, int] | None:
@@ -387,6 +424,7 @@ class CrystalGrammar(_RowwiseProcessor):
         if phase == _ELEMENT:
             if state.remaining is not None:
                 state.remaining[token] -= 1
+            state.counts[token] = state.counts.get(token, 0) + 1
             state.sites += 1
             state.phase = _ELEMENT_END
             return
@@ -400,12 +438,19 @@ class CrystalGrammar(_RowwiseProcessor):
         # a number is complete
         if phase == _ANGLE:
             state.angles.append(int(state.prefix))
+        elif phase == _LENGTH:
+            state.lengths.append(float(state.prefix))
+        else:
+            state.current.append(float(state.prefix))
         state.prefix = ""
         if text == " ":
             state.field += 1
         else:
             state.field = 0
             state.phase = {_LENGTH: _ANGLE, _ANGLE: _ELEMENT, _COORD: _ELEMENT}[phase]
+            if phase == _COORD:
+                state.frac.append(tuple(state.current))  # type: ignore[arg-type]
+                state.current = []
 
     def _key(self, row: int) -> object:
         state = self._rows[row]
@@ -417,13 +462,72 @@ class CrystalGrammar(_RowwiseProcessor):
         if phase == _ELEMENT:
             if state.remaining is None:
                 more = self.max_atoms is None or state.sites < self.max_atoms
-                return (_ELEMENT, None, more, state.sites > 0)
+                end = state.sites > 0
+                if end and more and self.enforce_validity and not self._neutral(state.counts):
+                    # not neutral yet: no end; one more atom of an element already there, where
+                    # one makes it neutral
+                    repairs = frozenset(
+                        t
+                        for t in (state.counts if self._searchable(state.counts) else ())
+                        if self._neutral({**state.counts, t: state.counts[t] + 1})
+                    )
+                    return (_ELEMENT, repairs or None, True, False)
+                return (_ELEMENT, None, more, end)
             left = frozenset(e for e, n in state.remaining.items() if n > 0)
             return (_ELEMENT, left, True, not left)
         separator = " " if state.field < 2 else "\n"
         if phase == _ANGLE:
             return (_ANGLE, tuple(state.angles), state.prefix, separator)
+        if (
+            phase == _COORD
+            and self.enforce_validity
+            and state.field == 2
+            and state.frac
+            and state.prefix.startswith("0.")
+            and len(state.prefix) < 4
+        ):
+            return (phase, state.prefix, separator, self._crowded_digits(state))
         return (phase, state.prefix, separator)
+
+    # -- validity ----------------------------------------------------------------------
+    def _neutral(self, counts: dict[int, int]) -> bool:
+        from matgen.evaluate.crystal.validity import reduced_composition, smact_validity
+
+        numbers = [self._atomic_number[t] for t, n in counts.items() for _ in range(n)]
+        return smact_validity(*reduced_composition(numbers))
+
+    def _searchable(self, counts: dict[int, int]) -> bool:
+        """Whether checking a composition of these elements is cheap: at most 1e5 combinations
+        of SMACT oxidation states (the test enumerates them; its limit is 1e7)."""
+        product = 1
+        for token in counts:
+            product *= _oxidation_state_count(self._atomic_number[token])
+        return product <= 100_000
+
+    def _crowded_digits(self, state: _CtlRow) -> frozenset[str]:
+        """Digits of the last coordinate (its tenths, or with the tenths chosen its hundredths)
+        that would put the site closer than ``min_distance`` to an earlier site, for every
+        completion; empty where every digit would (the constraint gives way there)."""
+        from matgen.generators.lm.crystal_text import lattice_matrix
+
+        asked = (state.prefix, len(state.frac))
+        if state.crowded[0] == asked:
+            return state.crowded[1]
+        lattice = lattice_matrix(*state.lengths, *state.angles)
+        x, y = state.current
+        tenths = int(state.prefix[2]) if len(state.prefix) == 3 else None
+        z = np.arange(100) / 100.0 if tenths is None else (tenths * 10 + np.arange(10)) / 100.0
+        candidates = np.stack([np.full_like(z, x), np.full_like(z, y), z], axis=1)
+        delta = candidates[:, None, :] - np.asarray(state.frac)[None, :, :]  # (C, S, 3)
+        delta -= np.round(delta)
+        images = _IMAGES[None, None, :, :] + delta[:, :, None, :]  # (C, S, 27, 3)
+        distance = np.linalg.norm(images @ lattice, axis=-1).min(axis=(1, 2))
+        ok = distance >= self.min_distance
+        if tenths is None:
+            ok = ok.reshape(10, 10).any(axis=1)
+        crowded = frozenset(str(d) for d in np.nonzero(~ok)[0]) if ok.any() else frozenset()
+        state.crowded = (asked, crowded)
+        return crowded
 
     def _allowed(self, key: object) -> Collection[int]:
         if key == _DONE:
@@ -441,12 +545,30 @@ class CrystalGrammar(_RowwiseProcessor):
             _, angles, prefix, separator = key
             trie = _angle_trie(self.min_volume_factor, angles)
         else:
-            phase, prefix, separator = key
+            phase, prefix, separator, *crowded = key
             trie = _static_trie("length" if phase == _LENGTH else "coord")
         out = {self._char[c] for c in trie.following.get(prefix, ())}
+        if key[0] == _COORD and crowded:
+            out -= {self._char[c] for c in crowded[0]}
         if prefix in trie.complete:
             out.add(self._char[separator])
         return out
+
+
+@cache
+def _oxidation_state_count(z: int) -> int:
+    import smact
+    from pymatgen.core import Element
+
+    try:
+        return len(smact.Element(Element.from_Z(z).symbol).oxidation_states or ())
+    except (KeyError, NameError, ValueError):
+        return 0
+
+
+_IMAGES = np.array(
+    [[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.float64
+)
 
 
 def _copy(composition: dict[int, int] | None) -> dict[int, int] | None:

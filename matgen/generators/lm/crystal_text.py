@@ -37,6 +37,7 @@ __all__ = [
     "cell_volume_factor",
     "decode_ctl",
     "encode_ctl",
+    "lattice_matrix",
 ]
 
 
@@ -66,6 +67,24 @@ def cell_volume_factor(alpha: float, beta: float, gamma: float) -> float:
     ca, cb, cg = (math.cos(math.radians(x)) for x in (alpha, beta, gamma))
     radicand = 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
     return math.sqrt(radicand) if radicand > 0.0 else 0.0
+
+
+def lattice_matrix(
+    a: float, b: float, c: float, alpha: float, beta: float, gamma: float
+) -> np.ndarray:
+    """Row-vector lattice matrix (Å) with ``a`` along x and ``b`` in the xy plane for lengths
+    (Å) and angles (degrees); any orientation gives the same distances as the decoded cell.
+
+    Raises:
+        ValueError: angles that no cell has (:func:`cell_volume_factor` is 0).
+    """
+    if cell_volume_factor(alpha, beta, gamma) <= 0.0:
+        raise ValueError(f"no cell has the angles {alpha}, {beta}, {gamma}")
+    ca, cb, cg = (math.cos(math.radians(x)) for x in (alpha, beta, gamma))
+    sg = math.sin(math.radians(gamma))
+    cy = (ca - cb * cg) / sg
+    cz = math.sqrt(max(1.0 - cb * cb - cy * cy, 0.0))
+    return np.array([[a, 0.0, 0.0], [b * cg, b * sg, 0.0], [c * cb, c * cy, c * cz]])
 
 
 def encode_ctl(

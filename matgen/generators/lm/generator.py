@@ -126,6 +126,7 @@ class TextCrystalGenerator(TextSampler):
                 compositions=[counts] * rows if counts else None,
                 max_atoms=self.lm.max_atoms,
                 elements=sorted(self._elements()),
+                enforce_validity=bool(request.get("enforce_validity", False)),
             )
         ]
 
@@ -149,11 +150,14 @@ class TextCrystalGenerator(TextSampler):
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        enforce_validity: bool = False,
     ) -> Iterator[list[Any]]:
         """Yield lists of ``Structure`` chunk by chunk (see :meth:`sample`); the request is
         checked before the first chunk is sampled."""
         prompt, counts = self.prompt(composition, spacegroup, properties)
-        request = {"composition": counts}
+        if enforce_validity and self.lm.form != "ctl":
+            raise ValueError(f"enforce_validity needs a ctl model; this one writes {self.lm.form}")
+        request = {"composition": counts, "enforce_validity": enforce_validity}
         return self._run(
             n, lambda i: prompt, request=request, temperature=temperature, top_p=top_p, seed=seed
         )
@@ -168,6 +172,7 @@ class TextCrystalGenerator(TextSampler):
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        enforce_validity: bool = False,
     ) -> list[Any]:
         """``n`` crystals as pymatgen ``Structure`` objects (fewer only when bodies fail to
         decode: :attr:`report` lists them).
@@ -182,6 +187,10 @@ class TextCrystalGenerator(TextSampler):
             temperature: softmax temperature (0: greedy).
             top_p: nucleus sampling mass.
             seed: seeds the run (see the module docstring).
+            enforce_validity: let the grammar also enforce charge neutrality and a 0.5 Å
+                minimum distance between sites (:class:`~matgen.generators.lm.constrained.
+                CrystalGrammar`); ctl models only. This steers the sampler, not the model: the
+                model's own validity is measured without it.
 
         Raises:
             ValueError: an impossible request, before sampling starts.
@@ -195,6 +204,7 @@ class TextCrystalGenerator(TextSampler):
             temperature=temperature,
             top_p=top_p,
             seed=seed,
+            enforce_validity=enforce_validity,
         ):
             out.extend(chunk)
         return out

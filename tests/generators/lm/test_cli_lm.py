@@ -74,6 +74,8 @@ def test_generate_crystal_with_a_text_model(trained, tmp_path, capsys):
     assert "unknown to this model" in capsys.readouterr().err
     assert main([*args, "-n", "2", "--n-atoms", "3", "--out", str(out)]) == 1
     assert "do not apply to a text model" in capsys.readouterr().err
+    assert main([*args, "-n", "2", "--enforce-validity", "--out", str(out)]) == 0
+    assert len(ase.io.read(out, index=":")) == 2
 
 
 @pytest.mark.parametrize("form", ["selfies", "smiles"])

@@ -257,3 +257,89 @@ def test_body_only_processor_on_selfies(tokenizer):
         assert not specials & set(row[:end])
         assert all(t == 0 for t in row[end + 1 :])
     assert _allowed(BodyOnlyProcessor(selfies, 2), selfies, ["<bos><gen>[C]<eos>"]) == [{"<pad>"}]
+
+
+# -- validity constraints --------------------------------------------------------------------
+_CUBE = "3.0 3.0 3.0\n90 90 90\nO\n0.00 0.00 0.00\nO\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # 3 Å cube, an O at the origin, the next O at x = y = 0: z within 0.5 Å of 0 or 1 is out
+        (_CUBE + "0.00 0.00 0.", set("12345678")),
+        (_CUBE + "0.00 0.00 0.1", set("789")),
+        (_CUBE + "0.00 0.00 0.8", set("0123")),
+        # off the axis nothing is crowded
+        (_CUBE + "0.00 0.50 0.", set("0123456789")),
+        # the first two coordinates are not constrained (only the last one is)
+        (_CUBE + "0.0", set("0123456789")),
+    ],
+)
+def test_minimum_distance_removes_crowded_last_digits(tokenizer, body, expected):
+    grammar = CrystalGrammar(tokenizer, 2, enforce_validity=True)
+    assert _allowed(grammar, tokenizer, [f"<bos><gen>{body}"]) == [expected]
+    free = CrystalGrammar(tokenizer, 2)
+    assert _allowed(free, tokenizer, [f"<bos><gen>{body}"]) == [set("0123456789")]
+
+
+def test_minimum_distance_gives_way_where_every_value_is_crowded(tokenizer):
+    # a 0.8 Å cell axis: every z of a second atom at x = y = 0 is within 0.5 Å of the first
+    body = "3.0 3.0 0.8\n90 90 90\nO\n0.00 0.00 0.00\nO\n0.00 0.00 0."
+    grammar = CrystalGrammar(tokenizer, 2, enforce_validity=True)
+    assert _allowed(grammar, tokenizer, [f"<bos><gen>{body}"]) == [set("0123456789")]
+
+
+def test_end_only_where_the_composition_is_charge_neutral(tokenizer):
+    lattice = "5.2 5.2 5.2\n90 90 90\n"
+    na = "Na\n0.00 0.00 0.00\n"
+    cl = "Cl\n0.50 0.50 0.50\n"
+    cl2 = "Cl\n0.50 0.00 0.00\n"
+    grammar = CrystalGrammar(tokenizer, 2, enforce_validity=True, max_atoms=3)
+    (after_na,) = _allowed(grammar, tokenizer, [f"<bos><gen>{lattice}{na}"])
+    assert "<eos>" in after_na  # one element: valid
+    grammar = CrystalGrammar(tokenizer, 2, enforce_validity=True, max_atoms=3)
+    (after_nacl,) = _allowed(grammar, tokenizer, [f"<bos><gen>{lattice}{na}{cl}"])
+    assert "<eos>" in after_nacl and "Fe" in after_nacl
+    # Na Cl Cl is not neutral: no end, and the only repair is one more Na
+    grammar = CrystalGrammar(tokenizer, 2, enforce_validity=True, max_atoms=4)
+    (after,) = _allowed(grammar, tokenizer, [f"<bos><gen>{lattice}{na}{cl}{cl2}"])
+    assert after == {"Na"}
+    # at max_atoms the row must be able to end all the same
+    grammar = CrystalGrammar(tokenizer, 2, enforce_validity=True, max_atoms=3)
+    (full,) = _allowed(grammar, tokenizer, [f"<bos><gen>{lattice}{na}{cl}{cl2}"])
+    assert full == {"<eos>"}
+    free = CrystalGrammar(tokenizer, 2, max_atoms=4)
+    (unconstrained,) = _allowed(free, tokenizer, [f"<bos><gen>{lattice}{na}{cl}{cl2}"])
+    assert "<eos>" in unconstrained and "Fe" in unconstrained
+
+
+def test_random_model_samples_are_valid_under_the_constraints(model, tokenizer):
+    from matgen.evaluate.crystal.validity import (
+        reduced_composition,
+        smact_validity,
+        structure_validity,
+    )
+
+    n = 100
+    elements = ["Li", "Na", "Mg", "Fe", "O", "S", "Cl"]
+
+    def run(enforce):
+        grammar = CrystalGrammar(
+            tokenizer, 2, max_atoms=6, elements=elements, enforce_validity=enforce
+        )
+        ids, _ = _sample(model, tokenizer, "<bos><gen>", n, [grammar], 18 + 12 + 6 * 17 + 1)
+        out = [decode_ctl(b) for b in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        assert len(out) == n
+        return out
+
+    constrained, free = run(True), run(False)
+    for s in constrained:
+        if len(s) < 6:  # ended by choice: only allowed when neutral
+            assert smact_validity(*reduced_composition(s.atomic_numbers)), s.composition
+    struct = np.mean([structure_validity(s) for s in constrained])
+    comp = np.mean([smact_validity(*reduced_composition(s.atomic_numbers)) for s in constrained])
+    struct_free = np.mean([structure_validity(s) for s in free])
+    comp_free = np.mean([smact_validity(*reduced_composition(s.atomic_numbers)) for s in free])
+    assert struct >= 0.95 and struct > struct_free
+    assert comp >= 0.8 and comp > comp_free

@@ -63,6 +63,21 @@ def test_free_samples_respect_max_atoms(generator):
     assert len(crystals) == 8 and all(1 <= len(c) <= 6 for c in crystals)
 
 
+def test_free_samples_under_the_validity_constraints(generator):
+    from matgen.evaluate.crystal.validity import (
+        reduced_composition,
+        smact_validity,
+        structure_validity,
+    )
+
+    crystals = generator.sample(12, seed=2, temperature=1.5, enforce_validity=True)
+    assert len(crystals) == 12 and not generator.report.failures
+    for c in crystals:
+        if len(c) < 6:  # a body may only end early on a charge-neutral composition
+            assert smact_validity(*reduced_composition(c.atomic_numbers)), c.composition
+    assert np.mean([structure_validity(c) for c in crystals]) >= 0.9
+
+
 def test_same_seed_same_samples_and_a_seeded_regression(generator):
     first = [_fingerprint(c) for c in generator.sample(5, seed=7, top_p=0.9)]
     again = [_fingerprint(c) for c in generator.sample(5, seed=7, top_p=0.9)]
