@@ -57,6 +57,23 @@ def test_smact_validity_equals_cdvae_algorithm_on_mp20(mp20_test):
     assert smact_validity((26, 28), (1, 3))  # an alloy of metals
 
 
+def test_smact_validity_equals_cdvae_algorithm_on_random_compositions(root):
+    """Random 2-4 element compositions, most of them invalid (unlike MP-20's): the vectorised
+    electronegativity test agrees with SMACT's own pauling_test combination by combination."""
+    rng = np.random.default_rng(7)
+    pool = [1, 3, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 20, 22, 26, 29, 30, 34, 35, 38, 50,
+            52, 53, 56, 57, 78, 82, 83]  # fmt: skip
+    compositions = set()
+    while len(compositions) < 300:
+        k = int(rng.integers(2, 5))
+        zs = sorted(int(z) for z in rng.choice(pool, k, replace=False))
+        compositions.add(reduced_composition([z for z in zs for _ in range(rng.integers(1, 7))]))
+    compositions = sorted(compositions)
+    ours = [smact_validity(*c) for c in compositions]
+    assert ours == [_cdvae_smact(*c) for c in compositions]
+    assert 0.1 < np.mean(ours) < 0.9
+
+
 def test_structure_validity_thresholds():
     cell = Lattice.cubic(4.0)
     assert structure_validity(Structure(cell, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]))

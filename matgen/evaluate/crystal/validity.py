@@ -73,7 +73,6 @@ def smact_validity(
     """
     import smact
     from pymatgen.core import Element
-    from smact.screening import pauling_test as smact_pauling_test
 
     symbols = tuple(Element.from_Z(z).symbol for z in elements)
     if len(set(symbols)) == 1:
@@ -94,14 +93,20 @@ def smact_validity(
         return False
     skip_pauling = not pauling_test or any(e is None for e in electronegativities)
     weights = np.array(counts, dtype=np.int64)
+    enegs = None if skip_pauling else np.asarray(electronegativities, dtype=np.float64)
     # Enumerate combinations in itertools.product order, in blocks, keeping the neutral ones.
     for block in _combination_blocks(oxidation_states):
         neutral = block[block @ weights == 0]
-        for states in neutral:
-            if skip_pauling or smact_pauling_test(
-                tuple(int(s) for s in states), electronegativities
-            ):
-                return True
+        if not len(neutral):
+            continue
+        if enegs is None:
+            return True
+        # SMACT's pauling_test (eneg_states_test): every cation (state > 0) strictly less
+        # electronegative than every anion (state < 0), evaluated for the whole block at once
+        cations = np.where(neutral > 0, enegs, -np.inf).max(axis=1)
+        anions = np.where(neutral < 0, enegs, np.inf).min(axis=1)
+        if np.any(cations < anions):
+            return True
     return False
 
 
