@@ -12,16 +12,20 @@ Electronegativity data missing for an element counts as a pass, as in CDVAE. SMA
 list from ``neutral_ratios`` (older versions a tuple ``(bool, ratios)``); charge neutrality is
 computed here directly — ``sum(oxidation_state * count) == 0`` — which is what ``neutral_ratios``
 tests when given one stoichiometry per site.
+(The compositional part lives in :mod:`matgen.data.composition`; it is re-exported here.)
 """
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from matgen.data.composition import (
+    MAX_OXIDATION_COMBINATIONS,
+    reduced_composition,
+    smact_validity,
+)
 
 if TYPE_CHECKING:
     from pymatgen.core import Structure
@@ -33,9 +37,6 @@ __all__ = [
     "structure_validity",
 ]
 
-MAX_OXIDATION_COMBINATIONS = 10_000_000
-_BLOCK = 1 << 16
-
 
 def structure_validity(
     structure: Structure, *, cutoff: float = 0.5, min_volume: float = 0.1
@@ -46,82 +47,3 @@ def structure_validity(
         return False
     distances = structure.distance_matrix + np.eye(len(structure)) * (cutoff + 10.0)
     return bool(distances.min() >= cutoff)
-
-
-def reduced_composition(numbers: list[int] | np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``(elements, counts)``: atomic numbers in ascending order and counts divided by their gcd."""
-    counter = Counter(int(z) for z in numbers)
-    elements = tuple(sorted(counter))
-    counts = np.array([counter[z] for z in elements])
-    counts = counts // np.gcd.reduce(counts)
-    return elements, tuple(int(c) for c in counts)
-
-
-@lru_cache(maxsize=200_000)
-def smact_validity(
-    elements: tuple[int, ...],
-    counts: tuple[int, ...],
-    *,
-    pauling_test: bool = True,
-    include_alloys: bool = True,
-) -> bool:
-    """SMACT charge neutrality plus the electronegativity test (see the module docstring).
-
-    Args:
-        elements: atomic numbers, as from :func:`reduced_composition`.
-        counts: gcd-reduced counts, one per element.
-    """
-    import smact
-    from pymatgen.core import Element
-
-    symbols = tuple(Element.from_Z(z).symbol for z in elements)
-    if len(set(symbols)) == 1:
-        return True
-    if include_alloys and all(s in smact.metals for s in symbols):
-        return True
-    try:
-        space = smact.element_dictionary(symbols)
-    except KeyError:  # an element SMACT has no data for (e.g. Ts): no oxidation states known
-        return False
-    data = [space[s] for s in symbols]
-    electronegativities = [e.pauling_eneg for e in data]
-    oxidation_states = [list(e.oxidation_states or []) for e in data]
-    if any(len(o) == 0 for o in oxidation_states):
-        return False
-    n_combinations = int(np.prod([len(o) for o in oxidation_states], dtype=np.float64))
-    if n_combinations > MAX_OXIDATION_COMBINATIONS:
-        return False
-    skip_pauling = not pauling_test or any(e is None for e in electronegativities)
-    weights = np.array(counts, dtype=np.int64)
-    enegs = None if skip_pauling else np.asarray(electronegativities, dtype=np.float64)
-    # Enumerate combinations in itertools.product order, in blocks, keeping the neutral ones.
-    for block in _combination_blocks(oxidation_states):
-        neutral = block[block @ weights == 0]
-        if not len(neutral):
-            continue
-        if enegs is None:
-            return True
-        # SMACT's pauling_test (eneg_states_test): every cation (state > 0) strictly less
-        # electronegative than every anion (state < 0), evaluated for the whole block at once
-        cations = np.where(neutral > 0, enegs, -np.inf).max(axis=1)
-        anions = np.where(neutral < 0, enegs, np.inf).min(axis=1)
-        if np.any(cations < anions):
-            return True
-    return False
-
-
-def _combination_blocks(choices: list[list[int]]):
-    """Yield the Cartesian product of ``choices`` as int arrays of up to ``_BLOCK`` rows."""
-    lead, rest = [], list(choices)
-    # Split the product into an outer loop over leading sites and a vectorised inner block.
-    inner = 1
-    while rest and inner * len(rest[-1]) <= _BLOCK:
-        inner *= len(rest[-1])
-        lead.insert(0, rest.pop())
-    grids = np.meshgrid(*[np.array(c, dtype=np.int64) for c in lead], indexing="ij") if lead else []
-    inner_block = (
-        np.stack([g.reshape(-1) for g in grids], axis=1) if lead else np.zeros((1, 0), np.int64)
-    )
-    for outer in itertools.product(*rest):
-        prefix = np.broadcast_to(np.array(outer, dtype=np.int64), (len(inner_block), len(outer)))
-        yield np.concatenate([prefix, inner_block], axis=1)

@@ -19,10 +19,10 @@ of every token that cannot continue the body of its row into a valid text:
 - after ``<eos>``, ``<pad>`` forever;
 - optionally (``enforce_validity``), the evaluation suite's validity as far as a left-to-right
   grammar can see it: a free composition may only end (``<eos>``) where it passes the SMACT
-  charge-neutrality and electronegativity test (:func:`~matgen.evaluate.crystal.validity.
-  smact_validity`, CDVAE's definition), and while it does not, where one more atom of an element
-  already in it would make it pass, only such atoms may follow; the last coordinate of each site may only take the
-  values (tenths digit, then hundredths digit) that keep the site at least ``min_distance`` Å
+  charge-neutrality and electronegativity test (:func:`matgen.data.composition.smact_validity`,
+  CDVAE's definition), and while it does not, where one more atom of an element already in it
+  would make it pass, only such atoms may follow; the last coordinate of each site may only take
+  the values (tenths digit, then hundredths digit) that keep the site at least ``min_distance`` Å
   from every earlier site, periodic images included. Where no value is left (the first two
   coordinates already sit on an earlier atom) or ``max_atoms`` sites are placed without a
   neutral composition, the constraint gives way rather than leave the row without a token,
@@ -491,7 +491,7 @@ class CrystalGrammar(_RowwiseProcessor):
 
     # -- validity ----------------------------------------------------------------------
     def _neutral(self, counts: dict[int, int]) -> bool:
-        from matgen.evaluate.crystal.validity import reduced_composition, smact_validity
+        from matgen.data.composition import reduced_composition, smact_validity
 
         numbers = [self._atomic_number[t] for t, n in counts.items() for _ in range(n)]
         return smact_validity(*reduced_composition(numbers))
