@@ -258,7 +258,7 @@ def crystal_fingerprints(
         _fingerprint_one,
         [(s, symprec, timeout) for s in structures],
         workers=workers,
-        chunk_size=16,
+        chunk_size=4,  # small: one slow (collapsed) cell should not hold up 15 others
         progress=progress,
         desc="fingerprints",
         unit="crystal",
