@@ -4,15 +4,9 @@ Structural validity: the minimum-image distance between every two distinct atoms
 ``distance_matrix``) is at least ``cutoff`` = 0.5 Å and the cell volume is at least 0.1 Å^3.
 (As in CDVAE, an atom's distance to its own periodic image is not checked.)
 
-Compositional validity (SMACT, Davies et al. 2019): a composition is valid if it is a single
-element, an alloy of metals only, or if some assignment of oxidation states (from SMACT's
-element data) is charge-neutral with the gcd-reduced counts and passes the Pauling
-electronegativity test; compositions with more than 1e7 oxidation-state combinations are invalid.
-Electronegativity data missing for an element counts as a pass, as in CDVAE. SMACT 4 returns a
-list from ``neutral_ratios`` (older versions a tuple ``(bool, ratios)``); charge neutrality is
-computed here directly — ``sum(oxidation_state * count) == 0`` — which is what ``neutral_ratios``
-tests when given one stoichiometry per site.
-(The compositional part lives in :mod:`matgen.data.composition`; it is re-exported here.)
+Compositional validity (SMACT charge neutrality plus the Pauling electronegativity test, CDVAE's
+definition): :func:`matgen.data.composition.smact_validity`, re-exported here with
+:func:`~matgen.data.composition.reduced_composition`.
 """
 
 from __future__ import annotations
