@@ -21,7 +21,12 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["MAX_OXIDATION_COMBINATIONS", "reduced_composition", "smact_validity"]
+__all__ = [
+    "MAX_OXIDATION_COMBINATIONS",
+    "oxidation_combinations",
+    "reduced_composition",
+    "smact_validity",
+]
 
 MAX_OXIDATION_COMBINATIONS = 10_000_000
 _BLOCK = 1 << 16
@@ -87,6 +92,26 @@ def smact_validity(
         if np.any(cations < anions):
             return True
     return False
+
+
+@lru_cache(maxsize=256)
+def _oxidation_state_count(z: int) -> int:
+    import smact
+    from pymatgen.core import Element
+
+    try:
+        return len(smact.Element(Element.from_Z(z).symbol).oxidation_states or ())
+    except (KeyError, NameError, ValueError):  # no SMACT data for the element (e.g. Ts)
+        return 0
+
+
+def oxidation_combinations(elements: tuple[int, ...]) -> int:
+    """How many oxidation-state assignments :func:`smact_validity` may enumerate for these
+    elements (atomic numbers): the product of their SMACT oxidation-state counts."""
+    product = 1
+    for z in elements:
+        product *= _oxidation_state_count(int(z))
+    return product
 
 
 def _combination_blocks(choices: list[list[int]]):

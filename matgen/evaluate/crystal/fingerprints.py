@@ -1,12 +1,11 @@
 """CrystalNN structure fingerprints and Magpie composition fingerprints (matminer), as in CDVAE.
 
 Structure fingerprint: the mean over sites of matminer's ``CrystalNNFingerprint`` with the
-``ops`` preset (61 numbers). matminer's CrystalNN coordination analysis is used as it is; the
-order parameters of each coordination shell come from a compiled kernel
-(:class:`CompiledCrystalNNFingerprint`) that reproduces pymatgen's values (motif order
-parameters bit for bit, Steinhardt ``q_l`` to rounding error) in a fraction of the time, so an
-every-site fingerprint costs about 2.5x less than matminer's own. Composition fingerprint: ``ElementProperty`` with the ``magpie``
-preset (132 numbers), normalised for distances with the fixed means and standard deviations that
+``ops`` preset (61 numbers), computed by :class:`CompiledCrystalNNFingerprint`: matminer's own
+CrystalNN analysis with compiled order parameters and Voronoi helpers, equal to matminer's values
+(bit for bit except the Steinhardt ``q_l``, which agree to rounding) and 3.6x faster on the
+benchmark (``benchmarks/bench_evaluate_crystals.py``). Composition fingerprint:
+``ElementProperty`` with the ``magpie`` preset (132 numbers), normalised for distances with the fixed means and standard deviations that
 CDVAE and DiffCSP use (``magpie_scaler.json``; NaN after scaling becomes 0). A structure whose
 fingerprint cannot be computed gets NaN rows and ``ok = False`` (CDVAE then counts it invalid); so
 does one whose CrystalNN analysis runs past a time limit (60 s by default: collapsed cells with
@@ -109,26 +108,21 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _order_kind(name: str) -> int:
-    from matgen.evaluate.crystal._order_params import KINDS
-
-    return KINDS[name]
-
-
 class CompiledCrystalNNFingerprint:
     """matminer's ``CrystalNNFingerprint`` with its order parameters evaluated by the compiled
     kernel of :mod:`matgen.evaluate.crystal._order_params` instead of pymatgen's Python loops.
 
     The coordination analysis (CrystalNN's neighbour shells and their weights) is matminer's
     own object, run with pymatgen's two Voronoi geometry helpers swapped for bit-identical
-    compiled ones (:mod:`matgen.evaluate.crystal._voronoi_terms`), and the order-parameter table (types and parameters per coordination number)
-    is read from it, so both follow the installed matminer. ``featurize(structure, i)`` returns
-    the same list as matminer's ``featurize`` (equal to rounding error, about 1e-15; see
-    ``tests/evaluate/test_order_params.py``) in about a quarter of the time.
+    compiled ones (:mod:`matgen.evaluate.crystal._voronoi_terms`); the order-parameter table
+    (types and parameters per coordination number) is read from it too, so both follow the
+    installed matminer. ``featurize(structure, i)`` returns matminer's list: bit for bit except
+    the Steinhardt ``q_l``, which agree to rounding (at most ~1e-8, where q_l is near 0; see
+    ``tests/evaluate/test_order_params.py``).
     """
 
     def __init__(self, reference) -> None:
-        from matgen.evaluate.crystal._order_params import N_PARAMS, pack_parameters
+        from matgen.evaluate.crystal._order_params import KINDS, N_PARAMS, pack_parameters
 
         if getattr(reference, "chem_info", None) is not None:
             raise ValueError("chemical-difference features are not supported")
@@ -144,7 +138,7 @@ class CompiledCrystalNNFingerprint:
                 if len(op._types) != 1:
                     raise ValueError("one order parameter per LocalStructOrderParams expected")
                 rows.append(pack_parameters(op._types[0], op._params[0]))
-                kinds.append(_order_kind(op._types[0]))
+                kinds.append(KINDS[op._types[0]])
             self.shells.append(
                 (
                     len(kinds),

@@ -499,10 +499,9 @@ class CrystalGrammar(_RowwiseProcessor):
     def _searchable(self, counts: dict[int, int]) -> bool:
         """Whether checking a composition of these elements is cheap: at most 1e5 combinations
         of SMACT oxidation states (the test enumerates them; its limit is 1e7)."""
-        product = 1
-        for token in counts:
-            product *= _oxidation_state_count(self._atomic_number[token])
-        return product <= 100_000
+        from matgen.data.composition import oxidation_combinations
+
+        return oxidation_combinations(tuple(self._atomic_number[t] for t in counts)) <= 100_000
 
     def _crowded_digits(self, state: _CtlRow) -> frozenset[str]:
         """Digits of the last coordinate (its tenths, or with the tenths chosen its hundredths)
@@ -553,17 +552,6 @@ class CrystalGrammar(_RowwiseProcessor):
         if prefix in trie.complete:
             out.add(self._char[separator])
         return out
-
-
-@cache
-def _oxidation_state_count(z: int) -> int:
-    import smact
-    from pymatgen.core import Element
-
-    try:
-        return len(smact.Element(Element.from_Z(z).symbol).oxidation_states or ())
-    except (KeyError, NameError, ValueError):
-        return 0
 
 
 _IMAGES = np.array(
