@@ -16,6 +16,7 @@ Fingerprints of registered reference splits are cached (``.npz``, no pickle) und
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import signal
 import threading
@@ -223,6 +224,24 @@ def _fingerprint_one(
             return failed, composition, False, False
 
 
+def _fingerprint_lost(
+    job: tuple[Structure, float | None, float | None], error: BaseException
+) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """The result of a structure whose worker was stopped past the hard limit (or died)."""
+    structure = job[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        composition = np.asarray(_featurizers()[1].featurize(structure.composition), dtype=float)
+    timed_out = isinstance(error, concurrent.futures.TimeoutError)
+    return np.full(N_STRUCTURE_FEATURES, np.nan), composition, False, timed_out
+
+
+def hard_limit(timeout: float | None) -> float | None:
+    """Seconds after which a fingerprint worker is killed: the soft limit (a signal, which
+    compiled code such as qhull cannot see until it returns) plus a grace period."""
+    return None if timeout is None else timeout + max(5.0, timeout / 2)
+
+
 def crystal_fingerprints(
     structures: list[Structure],
     *,
@@ -237,7 +256,10 @@ def crystal_fingerprints(
 
     ``timeout`` (s, None: no limit) bounds the CrystalNN analysis of one structure; a structure
     past it counts as a failed fingerprint (``ok`` False, ``timed_out`` True). MP-20 crystals
-    take well under a second each.
+    take well under a second each. The limit is first a signal in the worker; a worker stuck in
+    compiled code (qhull, or NumPy on a collapsed cell with thousands of neighbours) does not see
+    it, and is killed and replaced at :func:`hard_limit` (``timeout`` plus a grace period). With a
+    limit, the work always runs in worker processes, ``workers=1`` included.
 
     ``symprec`` (Å) None computes every site, exactly as CDVAE. A value fingerprints one site per
     symmetry orbit found by spglib at that tolerance, weighted by multiplicity: about 2x faster on
@@ -252,10 +274,12 @@ def crystal_fingerprints(
         _fingerprint_one,
         [(s, symprec, timeout) for s in structures],
         workers=workers,
-        chunk_size=4,  # small: one slow (collapsed) cell should not hold up 15 others
         progress=progress,
         desc="fingerprints",
         unit="crystal",
+        timeout=hard_limit(timeout),
+        fallback=_fingerprint_lost,
+        initializer=_featurizers,  # loaded before the clock starts
     )
     result = CrystalFingerprints(
         structure=np.stack([r[0] for r in rows]) if rows else np.zeros((0, N_STRUCTURE_FEATURES)),
