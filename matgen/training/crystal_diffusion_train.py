@@ -9,7 +9,8 @@ The YAML (see ``configs/crystal_diffusion/*.yaml``) has four sections:
               Conditions: ``properties`` (``[{name, low, high}]``), ``chemsys_condition``,
               ``cond_dropout`` and ``denoiser.cond_dim``. ``init_from``: a checkpoint to
               fine-tune (its architecture is kept; adapters for the conditions are added,
-              zero-initialised, as MatterGen does).
+              zero-initialised, as MatterGen does); its loss settings (``weights``, merged
+              key by key, ``type_ce_weight``, ``csp_fraction``) may be changed.
 ``data``      ``train`` and ``val``: lists of sources, each ``{dataset, split}`` (a registered
               CDVAE-style set) or ``{path}`` (an ``AtomsCollection`` ``.npz`` written by
               :func:`prepare_sources`, for machines without pymatgen); or ``val_fraction``
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +104,20 @@ def _concatenate(parts: list[AtomsCollection]) -> AtomsCollection:
     )
 
 
+#: Loss settings a fine-tuning config (``init_from``) may change; they touch no parameter.
+_LOSS_SETTINGS = ("weights", "type_ce_weight", "csp_fraction")
+
+
 def model_config(config: dict[str, Any], train: AtomsCollection) -> CrystalDiffusionConfig:
     """The model configuration, with ``elements: data`` resolved from the training set (or the
     fine-tuned checkpoint's with its conditions added, for ``init_from``)."""
     spec = dict(config["model"])
     if "init_from" in spec:
-        return _fine_tuned(spec).config
+        base = _fine_tuned(spec).config
+        loss = {key: spec[key] for key in _LOSS_SETTINGS if key in spec}
+        if "weights" in loss:
+            loss["weights"] = {**base.weights, **loss["weights"]}
+        return replace(base, **loss)
     elements = spec.pop("elements", "data")
     if elements == "data":
         elements = sorted({int(z) for z in np.unique(train.numbers)})

@@ -81,6 +81,8 @@ def test_fine_tuning_adds_property_conditions(trained, tmp_path, capsys):
             "init_from": str(trained / "model.pt"),
             "properties": [{"name": "dir_gap", "low": 0.0, "high": 6.6}],
             "denoiser": {"cond_dim": 16},
+            "weights": {"types": 5.0},  # loss settings may change when fine-tuning
+            "type_ce_weight": 0.1,
         },
         "data": {"train": [{"dataset": "perov_5", "split": "train"}], "val_fraction": 0.05},
         "training": {"max_epochs": 1, "accelerator": "cpu", "limit_train_batches": 2},
@@ -91,6 +93,9 @@ def test_fine_tuning_adds_property_conditions(trained, tmp_path, capsys):
     model = load_crystal_diffusion(tmp_path / "gap.pt")
     assert model.conditioner is not None and model.conditioner.names == ("dir_gap",)
     base = load_crystal_diffusion(trained / "model.pt")
+    assert model.config.weights == {**base.config.weights, "types": 5.0}
+    assert base.config.type_ce_weight == 0.01 and model.config.type_ce_weight == 0.1
+    assert model.config.denoiser.hidden_dim == base.config.denoiser.hidden_dim
     key = "denoiser.network.node_in.weight"
     w_base, w_tuned = base.state_dict()[key], model.state_dict()[key]
     assert (w_tuned - w_base).norm() < 0.05 * w_base.norm()  # started from the base weights
