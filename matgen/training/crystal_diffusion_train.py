@@ -141,6 +141,16 @@ def _fine_tuned(spec: dict[str, Any]) -> Any:
     )
 
 
+def architecture_label(cfg: CrystalDiffusionConfig) -> str:
+    """The data card's one-line description of a model's architecture."""
+    frames = (
+        "frame-averaged over the Niggli frames of the lattice"
+        if cfg.denoiser.canonicalize
+        else "run in the cell it is given"
+    )
+    return f"CrystalDiffusion (CSPNet-style denoiser, {frames})"
+
+
 def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path:
     """Train, export the best EMA weights with a data card; returns the checkpoint path."""
     import pytorch_lightning as pl
@@ -232,7 +242,7 @@ def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path
         chosen.pop("sha256", None)
         chosen.pop("checkpoint", None)
     metadata = {
-        "architecture": "CrystalDiffusion (CSPNet-style denoiser, canonical frames)",
+        "architecture": architecture_label(cfg),
         "training_config": config,
         "training_data": {
             "train": data_cfg["train"],
