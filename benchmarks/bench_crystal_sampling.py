@@ -89,30 +89,24 @@ def main(argv: list[str] | None = None) -> int:
 
             samples = read(args.load / f"{steps}.extxyz", index=":")
             rates[steps] = float("nan")  # not sampled in this run
-            report = evaluate_crystals(
-                samples,
-                test=None if args.no_coverage else args.dataset,
-                settings=settings,
-                workers=args.workers,
-                progress=args.progress,
+            what = f"{len(samples)} saved crystals at {steps} steps"
+        else:
+            generator = CrystalGenerator.load(
+                args.model, device=args.device, steps=steps, step_lr=args.step_lr, chunk=args.chunk
             )
-            reports[steps] = report.metrics
-            print(f"{args.model}, {len(samples)} saved crystals at {steps} steps: {report.counts}")
-            continue
-        generator = CrystalGenerator.load(
-            args.model, device=args.device, steps=steps, step_lr=args.step_lr, chunk=args.chunk
-        )
-        start = time.perf_counter()
-        samples = generator.sample(args.n, seed=args.seed)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        rates[steps] = args.n / (time.perf_counter() - start)
-        if args.save:
-            from ase.io import write
-            from pymatgen.io.ase import AseAtomsAdaptor
+            start = time.perf_counter()
+            samples = generator.sample(args.n, seed=args.seed)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            rates[steps] = args.n / (time.perf_counter() - start)
+            what = f"{args.n} de novo crystals at {steps} steps: {rates[steps]:.2f}/s"
+            if args.save:
+                from ase.io import write
+                from pymatgen.io.ase import AseAtomsAdaptor
 
-            args.save.mkdir(parents=True, exist_ok=True)
-            write(args.save / f"{steps}.extxyz", [AseAtomsAdaptor.get_atoms(s) for s in samples])
+                args.save.mkdir(parents=True, exist_ok=True)
+                atoms = [AseAtomsAdaptor.get_atoms(s) for s in samples]
+                write(args.save / f"{steps}.extxyz", atoms)
         report = evaluate_crystals(
             samples,
             test=None if args.no_coverage else args.dataset,
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=args.progress,
         )
         reports[steps] = report.metrics
-        print(f"{args.model}, {args.n} de novo crystals at {steps} steps: {rates[steps]:.2f}/s")
+        print(f"{args.model}, {what}; {report.counts}")
     header = f"{'metric':<18}" + "".join(f"{f'{s} steps':>12}" for s in args.steps)
     published = PUBLISHED.get(args.dataset, {})
     print("\n" + header + (f"{'DiffCSP':>12}" if published else ""))
