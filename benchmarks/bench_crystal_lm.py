@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sample with the grammar's charge-neutrality and minimum-distance constraints",
     )
+    parser.add_argument(
+        "--body-only",
+        action="store_true",
+        help="free sampling without the formula-first stage (models trained with prompt_loss)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -70,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         "top_p": args.top_p,
         "enforce_validity": args.enforce_validity,
     }
+    formula_first = generator.formula_first_available() and not args.body_only
     print(
         f"{args.model}: temperature {args.temperature}, top_p {args.top_p}, seed {args.seed}, "
-        f"validity constraints {'on' if args.enforce_validity else 'off'}"
+        f"validity constraints {'on' if args.enforce_validity else 'off'}, free sampling "
+        f"{'formula first' if formula_first else 'body only'}"
     )
 
     if "1" in args.parts:
-        _free_sampling(generator, args, sampling)
+        _free_sampling(generator, args, {**sampling, "formula_first": formula_first})
     test = load_dataset(args.dataset, "test", progress=False)
     rng = np.random.default_rng(args.seed)
     if "2" in args.parts:

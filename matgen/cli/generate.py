@@ -59,6 +59,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="text models: the grammar also enforces charge neutrality and a 0.5 Å minimum "
         "distance between sites",
     )
+    p.add_argument(
+        "--body-only",
+        action="store_true",
+        help="text models trained with prompt_loss: free sampling without the formula-first "
+        "stage (the model writes the structure directly)",
+    )
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w")
     p.add_argument("--steps", type=int, help="sampler steps (default: the model's T)")
     p.add_argument("--step-lr", type=float, default=1e-5, help="Langevin corrector step; 0: off")
@@ -117,10 +123,14 @@ def run_generate(args: argparse.Namespace) -> int:
         from matgen.cli.lm import run_generate_crystal
 
         return run_generate_crystal(args, properties)
-    if args.spacegroup is not None or args.enforce_validity:
-        flag = "--spacegroup" if args.spacegroup is not None else "--enforce-validity"
-        print(f"matgen: error: {flag} needs a text model", file=sys.stderr)
-        return 1
+    for flag, given in (
+        ("--spacegroup", args.spacegroup is not None),
+        ("--enforce-validity", args.enforce_validity),
+        ("--body-only", args.body_only),
+    ):
+        if given:
+            print(f"matgen: error: {flag} needs a text model", file=sys.stderr)
+            return 1
     generator = CrystalGenerator.load(
         args.model, device=args.device, steps=args.steps, step_lr=args.step_lr, chunk=args.chunk
     )

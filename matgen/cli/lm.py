@@ -98,6 +98,7 @@ def run_generate_crystal(args: argparse.Namespace, properties: dict[str, float])
             top_p=args.top_p,
             seed=args.seed,
             enforce_validity=args.enforce_validity,
+            formula_first=False if args.body_only else None,
         )
     except ValueError as exc:
         return _error(exc)

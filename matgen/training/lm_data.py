@@ -206,23 +206,35 @@ class LengthBucketSampler(Sampler[int]):
 
 
 def collate_examples(
-    items: Sequence[np.ndarray], *, pad_id: int, gen_id: int
+    items: Sequence[np.ndarray],
+    *,
+    pad_id: int,
+    gen_id: int,
+    prompt_loss: bool = False,
+    infill_id: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; the loss covers only the tokens after ``<gen>`` (body and ``<eos>``).
+    """Right-pad a batch; the loss covers the tokens after ``<gen>`` (body and ``<eos>``), and
+    with ``prompt_loss`` also the prompt after ``<bos>`` (condition tokens and values, ``<gen>``)
+    so that the model learns to write its own conditions — a composition first, as CrystaLLM
+    writes the formula before the structure. Infilling examples (second token ``infill_id``)
+    keep their loss on the answer only.
 
     Returns:
         ``input_ids`` and ``attention_mask`` ``(B, L)``, and ``labels`` ``(B, L)`` with
-        :data:`IGNORE_INDEX` on padding and on the prompt up to and including ``<gen>``.
+        :data:`IGNORE_INDEX` on padding and on the tokens without loss.
     """
     width = max(len(x) for x in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
     for row, x in enumerate(items):
-        t = torch.from_numpy(np.asarray(x, dtype=np.int64))
+        x = np.asarray(x)
+        t = torch.from_numpy(x.astype(np.int64))
         ids[row, : len(t)] = t
         mask[row, : len(t)] = 1
-        gen = np.flatnonzero(np.asarray(x) == gen_id)
+        gen = np.flatnonzero(x == gen_id)
         start = int(gen[0]) + 1 if len(gen) else 0
+        if prompt_loss and len(gen) and not (len(x) > 1 and x[1] == infill_id):
+            start = 1
         labels[row, start : len(t)] = t[start:]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}

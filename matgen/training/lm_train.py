@@ -15,7 +15,9 @@ The YAML (see ``configs/lm/*.yaml``) has four sections:
               (seeded subsamples, e.g. part of MOSES for a CPU run); ``batch_size``.
               Crystals: ``conditions`` (prompt fields among ``composition``, ``spacegroup``,
               ``e_form``, ``band_gap``, ``e_hull``), ``drop_prob`` (each dropped independently),
-              ``infill_fraction``, ``translate``. Molecules: ``workers`` for SMILES -> SELFIES.
+              ``infill_fraction``, ``translate``, ``prompt_loss`` (the loss also covers the
+              prompt, so the model can write its own composition before the structure; the
+              card records it and free sampling then goes formula first). Molecules: ``workers`` for SMILES -> SELFIES.
 ``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS``), ``max_steps``, ``lr``,
               ``weight_decay``, ``warmup_steps``, ``total_steps`` (default: epochs x batches),
               ``min_lr_ratio``, ``ema_decay``, ``gradient_clip``, ``precision`` (``32-true`` |
@@ -264,7 +266,13 @@ def _embedding_names(model: Any) -> list[str]:
 
 
 def _loader(
-    dataset: TokenizedExamples, batch_size: int, tokenizer: Any, *, shuffle: bool, seed: int
+    dataset: TokenizedExamples,
+    batch_size: int,
+    tokenizer: Any,
+    *,
+    shuffle: bool,
+    seed: int,
+    prompt_loss: bool = False,
 ):
     from torch.utils.data import DataLoader
 
@@ -272,6 +280,8 @@ def _loader(
         collate_examples,
         pad_id=tokenizer.convert_tokens_to_ids("<pad>"),
         gen_id=tokenizer.convert_tokens_to_ids("<gen>"),
+        prompt_loss=prompt_loss,
+        infill_id=tokenizer.convert_tokens_to_ids("<infill>") if prompt_loss else None,
     )
     sampler = LengthBucketSampler(dataset, batch_size, shuffle=shuffle, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate)
@@ -375,13 +385,19 @@ def train_text_lm(config: dict[str, Any], *, log: Any = print) -> Path:
         limit_train_batches=train_cfg.get("limit_train_batches"),
         limit_val_batches=train_cfg.get("limit_val_batches"),
     )
-    train_loader = _loader(train_set, batch_size, tokenizer, shuffle=True, seed=seed)
+    prompt_loss = bool(data_cfg.get("prompt_loss", False))
+    if prompt_loss and kind != "crystal":
+        raise ValueError("data.prompt_loss needs crystal data (molecule prompts are empty)")
+    train_loader = _loader(
+        train_set, batch_size, tokenizer, shuffle=True, seed=seed, prompt_loss=prompt_loss
+    )
     val_loader = _loader(
         val_set,
         int(data_cfg.get("val_batch_size", 2 * batch_size)),
         tokenizer,
         shuffle=False,
         seed=seed,
+        prompt_loss=prompt_loss,
     )
     last = out_dir / "checkpoints" / "last.ckpt"
     n_params = count_parameters(model)
@@ -415,6 +431,7 @@ def train_text_lm(config: dict[str, Any], *, log: Any = print) -> Path:
     metadata = {
         "architecture": type(exported).__name__,
         "model": described,
+        "prompt_loss": prompt_loss,
         "training_config": config,
         "training_data": _provenance(data_cfg),
         **{k: v for k, v in info.items() if k != "elements"},

@@ -70,6 +70,8 @@ def test_generate_writes_extxyz_and_cif_zip(trained, tmp_path, capsys):
     assert "1..5" in capsys.readouterr().err
     assert main([*args, "-n", "3", "--enforce-validity", "--out", str(out)]) == 1
     assert "--enforce-validity needs a text model" in capsys.readouterr().err
+    assert main([*args, "-n", "3", "--body-only", "--out", str(out)]) == 1
+    assert "--body-only needs a text model" in capsys.readouterr().err
     json.dumps(load_crystal_diffusion(trained / "model.pt").metadata)  # the card is plain data
 
 

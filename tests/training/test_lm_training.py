@@ -79,6 +79,16 @@ def test_collate_masks_prompt_and_padding():
     assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 0, 0, 0]
 
 
+def test_collate_with_prompt_loss_learns_the_prompt_but_not_infill_bodies():
+    # <bos>=1 <gen>=4 <infill>=11; prompt tokens 6, 9 (a <comp> field), body 20 21, <eos>=2
+    examples = [np.array([1, 6, 9, 4, 20, 21, 2]), np.array([1, 11, 30, 31, 4, 40, 2])]
+    batch = collate_examples(examples, pad_id=0, gen_id=4, prompt_loss=True, infill_id=11)
+    assert batch["labels"][0].tolist() == [-100, 6, 9, 4, 20, 21, 2]
+    assert batch["labels"][1].tolist() == [-100, -100, -100, -100, -100, 40, 2]
+    plain = collate_examples(examples, pad_id=0, gen_id=4)
+    assert plain["labels"][0].tolist() == [-100, -100, -100, -100, 20, 21, 2]
+
+
 def test_loss_falls_on_real_mp20_text(mp20_examples, ctl_tokenizer):
     from matgen.generators.lm.model import build_causal_lm, preset
 

@@ -32,6 +32,9 @@ Rows are independent. Each row's parser state advances by the tokens appended si
 call (one per step), so a step costs O(batch), never a re-parse of the prefix. Masks are cached
 by parser state and gathered with one indexing operation.
 
+:class:`FormulaGrammar` constrains the composition field a model writes for itself in
+formula-first sampling (element tokens with counts, at most ``max_atoms`` atoms, then ``<gen>``).
+
 :class:`BodyOnlyProcessor` is the minimal processor for the other bodies (cif, SELFIES, SMILES):
 no special token but ``<eos>`` inside a body, no empty body, ``<pad>`` after ``<eos>``.
 
@@ -56,7 +59,7 @@ from matgen.generators.lm.tokenizer import SPECIAL_TOKENS
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["ANGLE_RANGE", "LENGTH_RANGE", "BodyOnlyProcessor", "CrystalGrammar"]
+__all__ = ["ANGLE_RANGE", "LENGTH_RANGE", "BodyOnlyProcessor", "CrystalGrammar", "FormulaGrammar"]
 
 #: Lattice lengths the grammar allows, Å (one decimal).
 LENGTH_RANGE: tuple[float, float] = (0.5, 100.0)
@@ -561,3 +564,133 @@ _IMAGES = np.array(
 
 def _copy(composition: dict[int, int] | None) -> dict[int, int] | None:
     return None if composition is None else dict(composition)
+
+
+# phases of a formula (the <comp> field written by the model itself)
+_F_ELEMENT, _F_COUNT, _F_DONE = range(3)
+
+
+class _FormulaRow:
+    """Parser state of one formula: elements written so far, their total, the count being
+    written."""
+
+    __slots__ = ("counts", "current", "phase", "prefix", "total")
+
+    def __init__(self) -> None:
+        self.phase = _F_ELEMENT
+        self.counts: dict[int, int] = {}  # element token id -> count (completed)
+        self.current: int | None = None  # element whose count is being written
+        self.prefix = ""  # digits of that count so far
+        self.total = 0  # atoms of the completed counts
+
+
+class FormulaGrammar(_RowwiseProcessor):
+    """The composition field a model writes for itself before its structure (formula-first
+    sampling): after ``<comp>``, pairs of an element token and its count in the cell, then
+    ``<gen>``.
+
+    - each element at most once, only from the allowed set;
+    - counts are integers >= 1 without leading zeros, the cell holding at most ``max_atoms``
+      atoms in all (a formula that reaches ``max_atoms`` can only end);
+    - ``<gen>`` only after at least one complete pair;
+    - after ``<gen>``, ``<pad>`` forever.
+
+    So every formula written within ``3 * max_atoms + 1`` tokens is complete, and it is in the
+    form the prompts use (``Sr1Ti1O3``), which the structure stage then places atom by atom
+    under :class:`CrystalGrammar`. (Validity is not steered token by token here: a row that
+    wants to end but may not would add elements; the generator redraws invalid formulas
+    instead.)
+
+    Args:
+        tokenizer: a matgen crystal tokenizer (element tokens and digits).
+        prompt_lengths: where each row's formula starts (after ``<comp>``); None: the length of
+            ``input_ids`` at the first call.
+        max_atoms: atoms per cell at most (>= 1).
+        elements: the elements a formula may use (default: all 118).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt_lengths: int | Sequence[int] | None = None,
+        *,
+        max_atoms: int,
+        elements: Collection[str] | None = None,
+    ) -> None:
+        super().__init__(tokenizer, prompt_lengths)
+        if max_atoms < 1:
+            raise ValueError(f"max_atoms {max_atoms} is not >= 1")
+        missing = [t for t in (*"0123456789", "<gen>") if t not in self.vocab]
+        if missing:
+            raise ValueError(f"tokenizer lacks the formula tokens {missing!r}")
+        chosen = ELEMENT_SYMBOLS if elements is None else tuple(elements)
+        absent = sorted(e for e in chosen if e not in self.vocab)
+        if absent:
+            raise ValueError(f"elements: {absent} are not tokens of this tokenizer")
+        self.max_atoms = int(max_atoms)
+        self.gen_id = self.vocab["<gen>"]
+        self._digit = {self.vocab[d]: d for d in "0123456789"}
+        self._element_ids = frozenset(self.vocab[e] for e in chosen)
+        self._rows: list[_FormulaRow] = []
+        self._share_masks(self._element_ids, self.max_atoms)
+
+    def _new_rows(self, batch: int) -> None:
+        self._rows = [_FormulaRow() for _ in range(batch)]
+
+    def _close(self, state: _FormulaRow) -> None:
+        if state.current is not None:
+            count = int(state.prefix)
+            state.counts[state.current] = count
+            state.total += count
+            state.current, state.prefix = None, ""
+
+    def _feed(self, row: int, token: int, position: int) -> None:
+        state = self._rows[row]
+        if state.phase == _F_DONE:
+            if token not in (self.pad_id, self.gen_id):
+                raise ValueError(f"row {row}: token {self._token_text(token)} after <gen>")
+            return
+        if not self._permits(row, token):
+            raise ValueError(
+                f"row {row}: token {self._token_text(token)} at formula position {position} "
+                f"breaks the formula grammar (count so far {state.prefix!r})"
+            )
+        if token in self._digit:
+            state.prefix += self._digit[token]
+            state.phase = _F_COUNT
+            return
+        self._close(state)
+        if token == self.gen_id:
+            state.phase = _F_DONE
+        else:
+            state.current, state.phase = token, _F_COUNT
+
+    def _key(self, row: int) -> object:
+        state = self._rows[row]
+        if state.phase == _F_DONE:
+            return _F_DONE
+        total = state.total + (int(state.prefix) if state.prefix else 0)
+        used = frozenset(state.counts) | ({state.current} if state.current is not None else set())
+        if state.phase == _F_COUNT and not state.prefix:
+            return (_F_COUNT, "", total, None)  # a count must start
+        end = bool(used)
+        following = frozenset() if total >= self.max_atoms else self._element_ids - used
+        return (state.phase, state.prefix, total, (following, end))
+
+    def _allowed(self, key: object) -> Collection[int]:
+        if key == _F_DONE:
+            return (self.pad_id,)
+        assert isinstance(key, tuple)
+        phase, prefix, total, then = key
+        out: set[int] = set()
+        if phase == _F_COUNT:  # digits that keep the count within max_atoms
+            base = total - (int(prefix) if prefix else 0)
+            for token, digit in self._digit.items():
+                if (prefix or digit != "0") and base + int(prefix + digit) <= self.max_atoms:
+                    out.add(token)
+        if then is not None:  # the count (if any) may end here
+            following, end = then
+            out |= following
+            if end:
+                out.add(self.gen_id)
+        return out

@@ -34,6 +34,19 @@ __all__ = [
 # element, "\n" and "0.00 0.00 0.00\n"; then <eos>
 _CTL_LATTICE_TOKENS = 18 + 12
 _CTL_SITE_TOKENS = 1 + 1 + 15
+#: Formula-first sampling with ``enforce_validity``: draws of a formula at most.
+FORMULA_ATTEMPTS = 20
+
+
+def _neutral_formula(formula: str) -> bool:
+    """Whether a formula the model wrote passes the SMACT test of the evaluation suite."""
+    from pymatgen.core import Element
+
+    from matgen.data.composition import reduced_composition, smact_validity
+    from matgen.generators.crystal.generator import parse_composition
+
+    numbers = [Element(e).Z for e, n in parse_composition(formula).items() for _ in range(n)]
+    return smact_validity(*reduced_composition(numbers))
 
 
 @dataclass
@@ -106,29 +119,112 @@ class TextCrystalGenerator(TextSampler):
         )
         return prompt.prefix(), counts
 
+    def _max_atoms(self) -> int:
+        return int(self.lm.max_atoms or 20)
+
     def _budget(self, request: dict[str, Any]) -> int:
+        if request.get("stage") == "formula":  # element + at most two digits per element
+            return 3 * self._max_atoms() + 1
         if self.lm.form == "ctl":
-            counts = request.get("composition")
-            sites = sum(counts.values()) if counts else (self.lm.max_atoms or 20)
+            counts = [request["composition"]] if request.get("composition") else []
+            counts += [c for c in request.get("compositions") or () if c]
+            sites = max((sum(c.values()) for c in counts), default=self._max_atoms())
             return _CTL_LATTICE_TOKENS + _CTL_SITE_TOKENS * sites + 1
         return int(1.25 * (self.lm.max_body_tokens or 1024))
 
-    def _processors(self, rows: int, width: int, request: dict[str, Any]) -> list[Any]:
-        from matgen.generators.lm.constrained import BodyOnlyProcessor, CrystalGrammar
+    def _processors(self, rows: list[int], width: int, request: dict[str, Any]) -> list[Any]:
+        from matgen.generators.lm.constrained import (
+            BodyOnlyProcessor,
+            CrystalGrammar,
+            FormulaGrammar,
+        )
 
+        enforce = bool(request.get("enforce_validity", False))
+        if request.get("stage") == "formula":
+            return [
+                FormulaGrammar(
+                    self.lm.tokenizer,
+                    width,
+                    max_atoms=self._max_atoms(),
+                    elements=sorted(self._elements()),
+                )
+            ]
         if self.lm.form != "ctl":
             return [BodyOnlyProcessor(self.lm.tokenizer, width)]
         counts = request.get("composition")
+        per_row = request.get("compositions")
+        if per_row is not None:
+            compositions = [per_row[r] for r in rows]
+        else:
+            compositions = [counts] * len(rows) if counts else None
         return [
             CrystalGrammar(
                 self.lm.tokenizer,
                 width,
-                compositions=[counts] * rows if counts else None,
+                compositions=compositions,
                 max_atoms=self.lm.max_atoms,
                 elements=sorted(self._elements()),
-                enforce_validity=bool(request.get("enforce_validity", False)),
+                enforce_validity=enforce,
             )
         ]
+
+    def formula_first_available(self) -> bool:
+        """Whether the model learned to write its own composition field (trained with
+        ``prompt_loss`` on ctl bodies with composition prompts): then free sampling can go
+        formula first."""
+        metadata = self.lm.card.get("metadata") or {}
+        return (
+            self.lm.form == "ctl"
+            and "composition" in self.lm.conditions
+            and bool(metadata.get("prompt_loss", False))
+        )
+
+    def _prepare(
+        self,
+        prompts: list[str],
+        request: dict[str, Any],
+        *,
+        temperature: float,
+        top_p: float,
+        seed: int,
+    ) -> tuple[list[str], dict[str, Any]]:
+        """Formula-first sampling (``request["formula_first"]``): the model writes each row's
+        composition after ``<comp>`` (under :class:`~matgen.generators.lm.constrained.
+        FormulaGrammar`), and the structure stage then places exactly those atoms after
+        ``<bos><comp>FORMULA<gen>``. With ``enforce_validity`` a formula that fails the SMACT
+        test is drawn again (up to :data:`FORMULA_ATTEMPTS` draws in all, the last one kept):
+        the formulas then follow the model's own distribution restricted to valid ones, where
+        a token-level constraint would push a row that wants to end into adding elements."""
+        if not request.get("formula_first"):
+            return prompts, request
+        import numpy as np
+
+        from matgen.generators.crystal.generator import parse_composition
+
+        stage = {**request, "stage": "formula", "stop": "<gen>", "enforce_validity": False}
+        formulas: list[str] = [""] * len(prompts)
+        todo = list(range(len(prompts)))
+        for attempt in range(1 + (FORMULA_ATTEMPTS - 1) * bool(request.get("enforce_validity"))):
+            stage_seed = int(
+                np.random.SeedSequence([seed, 1, attempt]).generate_state(1, np.uint64)[0] >> 1
+            )
+            written, _ = self._generate(
+                ["<bos><comp>"] * len(todo),
+                request=stage,
+                temperature=temperature,
+                top_p=top_p,
+                seed=stage_seed,
+            )
+            for i, formula in zip(todo, written, strict=True):
+                formulas[i] = formula
+            if attempt:
+                self.report.resampled_formulas += len(todo)
+            todo = [i for i in todo if not _neutral_formula(formulas[i])]
+            if not todo:
+                break
+        compositions = [parse_composition(f) for f in formulas]
+        prompts = [f"<bos><comp>{f}<gen>" for f in formulas]
+        return prompts, {**request, "formula_first": False, "compositions": compositions}
 
     def _decode(self, text: str) -> Any:
         if self.lm.form == "ctl":
@@ -151,13 +247,26 @@ class TextCrystalGenerator(TextSampler):
         top_p: float = 1.0,
         seed: int | None = None,
         enforce_validity: bool = False,
+        formula_first: bool | None = None,
     ) -> Iterator[list[Any]]:
         """Yield lists of ``Structure`` chunk by chunk (see :meth:`sample`); the request is
         checked before the first chunk is sampled."""
         prompt, counts = self.prompt(composition, spacegroup, properties)
         if enforce_validity and self.lm.form != "ctl":
             raise ValueError(f"enforce_validity needs a ctl model; this one writes {self.lm.form}")
-        request = {"composition": counts, "enforce_validity": enforce_validity}
+        free = counts is None and spacegroup is None and not properties
+        if formula_first is None:
+            formula_first = free and self.formula_first_available()
+        elif formula_first and not (free and self.formula_first_available()):
+            raise ValueError(
+                "formula_first needs a free request (no composition, space group or property) "
+                "and a ctl model trained with prompt_loss and composition prompts"
+            )
+        request = {
+            "composition": counts,
+            "enforce_validity": enforce_validity,
+            "formula_first": formula_first,
+        }
         return self._run(
             n, lambda i: prompt, request=request, temperature=temperature, top_p=top_p, seed=seed
         )
@@ -173,6 +282,7 @@ class TextCrystalGenerator(TextSampler):
         top_p: float = 1.0,
         seed: int | None = None,
         enforce_validity: bool = False,
+        formula_first: bool | None = None,
     ) -> list[Any]:
         """``n`` crystals as pymatgen ``Structure`` objects (fewer only when bodies fail to
         decode: :attr:`report` lists them).
@@ -189,8 +299,14 @@ class TextCrystalGenerator(TextSampler):
             seed: seeds the run (see the module docstring).
             enforce_validity: let the grammar also enforce charge neutrality and a 0.5 Å
                 minimum distance between sites (:class:`~matgen.generators.lm.constrained.
-                CrystalGrammar`); ctl models only. This steers the sampler, not the model: the
-                model's own validity is measured without it.
+                CrystalGrammar`), and in formula-first sampling draw a formula again where it
+                fails the SMACT test; ctl models only. This steers the sampler, not the model:
+                the model's own validity is measured without it.
+            formula_first: free sampling in two stages, as CrystaLLM writes a formula before
+                its structure: the model first writes the cell's composition (the prompt's
+                ``<comp>`` field, which it learned when trained with ``prompt_loss``), then the
+                structure of exactly that composition. None: on wherever the model can (free
+                requests of a model trained with ``prompt_loss``); False: the body alone.
 
         Raises:
             ValueError: an impossible request, before sampling starts.
@@ -205,6 +321,7 @@ class TextCrystalGenerator(TextSampler):
             top_p=top_p,
             seed=seed,
             enforce_validity=enforce_validity,
+            formula_first=formula_first,
         ):
             out.extend(chunk)
         return out
@@ -261,7 +378,7 @@ class TextMoleculeGenerator(TextSampler):
     def _decodes_prefixes(self) -> bool:
         return self.lm.form == "selfies"  # any SELFIES string decodes to a valid molecule
 
-    def _processors(self, rows: int, width: int, request: dict[str, Any]) -> list[Any]:
+    def _processors(self, rows: list[int], width: int, request: dict[str, Any]) -> list[Any]:
         from matgen.generators.lm.constrained import BodyOnlyProcessor
 
         return [BodyOnlyProcessor(self.lm.tokenizer, width)]

@@ -52,6 +52,8 @@ class SamplingReport:
             decoded as they stood (only for forms where every prefix is a valid text: SELFIES).
         new_tokens: tokens sampled (prompt excluded, padding after ``<eos>`` excluded).
         seconds: wall time of sampling and decoding.
+        resampled_formulas: formulas drawn again because they failed the SMACT test
+            (formula-first crystal sampling with ``enforce_validity``).
     """
 
     requested: int = 0
@@ -60,6 +62,7 @@ class SamplingReport:
     truncated: list[int] = field(default_factory=list)
     new_tokens: int = 0
     seconds: float = 0.0
+    resampled_formulas: int = 0
 
     @property
     def failure_rate(self) -> float:
@@ -114,8 +117,23 @@ class TextSampler:
     def _id(self, token: str) -> int:
         return int(self.lm.tokenizer.convert_tokens_to_ids(token))
 
-    def _processors(self, rows: int, width: int, request: dict[str, Any]) -> list[Any]:
+    def _processors(self, rows: list[int], width: int, request: dict[str, Any]) -> list[Any]:
+        """The logits processors of one ``generate`` segment; ``rows`` are the indices (in the
+        chunk's prompt list) of the rows still in the batch, in batch order."""
         raise NotImplementedError
+
+    def _prepare(
+        self,
+        prompts: list[str],
+        request: dict[str, Any],
+        *,
+        temperature: float,
+        top_p: float,
+        seed: int,
+    ) -> tuple[list[str], dict[str, Any]]:
+        """A chance to rewrite a chunk's prompts and request before its bodies are sampled
+        (a first sampling stage, e.g. a formula written by the model); by default unchanged."""
+        return prompts, request
 
     def _decode(self, text: str) -> Any:
         raise NotImplementedError
@@ -164,7 +182,7 @@ class TextSampler:
         )
         if context is not None:  # learned positions end there
             budget = min(budget, int(context) - width)
-        eos, pad = self._id("<eos>"), self._id("<pad>")
+        eos, pad = self._id(request.get("stop", "<eos>")), self._id("<pad>")
         sampling = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)}
         if temperature == 0:
             sampling = {"do_sample": False}
@@ -174,7 +192,7 @@ class TextSampler:
         cache = GrowingCache()
         for part in range(-(-budget // self.segment)):
             steps = min(self.segment, budget - part * self.segment)
-            processors = LogitsProcessorList(self._processors(len(rows), width, request))
+            processors = LogitsProcessorList(self._processors(rows, width, request))
             with torch.random.fork_rng(devices=devices), quiet_transformers():
                 torch.manual_seed(_chunk_seed(seed, part))
                 out = model.generate(
@@ -239,12 +257,16 @@ class TextSampler:
         for k, lo in enumerate(range(0, n, self.chunk)):
             hi = min(lo + self.chunk, n)
             prompts = [prompt_of(i) for i in range(lo, hi)]
+            chunk_seed = _chunk_seed(base, k)
+            prompts, chunk_request = self._prepare(
+                prompts, request, temperature=temperature, top_p=top_p, seed=chunk_seed
+            )
             bodies, problems = self._generate(
                 prompts,
-                request=request,
+                request=chunk_request,
                 temperature=temperature,
                 top_p=top_p,
-                seed=_chunk_seed(base, k),
+                seed=chunk_seed,
             )
             samples = []
             for i, (body, problem) in enumerate(zip(bodies, problems, strict=True)):

@@ -34,6 +34,7 @@ def trained(tmp_path_factory, root):
             "max_val": 8,
             "conditions": ["composition", "spacegroup"],
             "batch_size": 16,
+            "prompt_loss": True,
         },
         "training": {"max_epochs": 5, "accelerator": "cpu", "val_every_steps": 2},
         "output": {"dir": str(folder / "run"), "model_dir": str(folder / "unused")},
@@ -45,8 +46,10 @@ def trained(tmp_path_factory, root):
 
 
 def test_train_lm_applies_the_overrides(trained):
-    card = matgen.load(str(trained)).lm.card
+    generator = matgen.load(str(trained))
+    card = generator.lm.card
     assert card["metadata"]["n_train"] == 16 and card["metadata"]["epochs"] == 1
+    assert card["metadata"]["prompt_loss"] and generator.formula_first_available()
 
 
 def test_generate_crystal_with_a_text_model(trained, tmp_path, capsys):
@@ -74,8 +77,11 @@ def test_generate_crystal_with_a_text_model(trained, tmp_path, capsys):
     assert "unknown to this model" in capsys.readouterr().err
     assert main([*args, "-n", "2", "--n-atoms", "3", "--out", str(out)]) == 1
     assert "do not apply to a text model" in capsys.readouterr().err
-    assert main([*args, "-n", "2", "--enforce-validity", "--out", str(out)]) == 0
+    assert main([*args, "-n", "2", "--enforce-validity", "--out", str(out)]) == 0  # formula first
     assert len(ase.io.read(out, index=":")) == 2
+    assert main([*args, "-n", "2", "--body-only", "--out", str(tmp_path / "b.extxyz")]) == 0
+    assert len(ase.io.read(tmp_path / "b.extxyz", index=":")) == 2
+    assert main([*args, "-n", "2", "--body-only", "--composition", formula, "--out", str(out)]) == 0
 
 
 @pytest.mark.parametrize("form", ["selfies", "smiles"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessorList
 
-from matgen.generators.lm.constrained import BodyOnlyProcessor, CrystalGrammar
+from matgen.generators.lm.constrained import BodyOnlyProcessor, CrystalGrammar, FormulaGrammar
 from matgen.generators.lm.crystal_text import (
     CrystalTextError,
     cell_volume_factor,
@@ -343,3 +343,75 @@ def test_random_model_samples_are_valid_under_the_constraints(model, tokenizer):
     comp_free = np.mean([smact_validity(*reduced_composition(s.atomic_numbers)) for s in free])
     assert struct >= 0.95 and struct > struct_free
     assert comp >= 0.8 and comp > comp_free
+
+
+# -- formula grammar (formula-first sampling) ---------------------------------------------------
+def _formula_counts(text):
+    from matgen.generators.crystal.generator import parse_composition
+
+    return parse_composition(text)
+
+
+def test_formula_grammar_accepts_every_real_mp20_composition(mp20_test, tokenizer):
+    """The composition fields of real prompts, fed token by token, are each allowed, and
+    <gen> is allowed exactly where a formula is complete."""
+    for i in range(0, len(mp20_test), 97):
+        structure = mp20_test.structure(i)
+        composition = {e.symbol: int(n) for e, n in structure.composition.items()}
+        text = CrystalPrompt(composition=composition).text()[len("<comp>") :]
+        grammar = FormulaGrammar(tokenizer, 2, max_atoms=20)
+        tokens = _tokens(tokenizer, text)
+        for k, token in enumerate(tokens):
+            (allowed,) = _allowed(grammar, tokenizer, ["<bos><comp>" + "".join(tokens[:k])])
+            assert token in allowed, (text, k)
+            grammar = FormulaGrammar(tokenizer, 2, max_atoms=20)
+        (at_end,) = _allowed(grammar, tokenizer, ["<bos><comp>" + text])
+        assert "<gen>" in at_end
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("", "elements"),  # an element first, no <gen> yet
+        ("Li", set("123456789")),  # a count, no leading zero
+        ("Li1", set("0123456789") | {"<gen>", "Fe", "O"}),  # 1 -> 10..19 or the next pair
+        ("Li2", set("0") | {"<gen>", "Fe", "O"}),  # 20 is the most, 21 is not
+        ("Li20", {"<gen>"}),  # full: it can only end
+        ("Li1O", set("123456789")),
+        ("Li1O9Fe", set("123456789")),  # 10 + 19 > 20, so one digit only, but 1..9 all fit
+        ("Li1O9Fe1", set("0") | {"<gen>"}),  # Fe10 fills the cell; no element left
+        ("Li1O19", {"<gen>"}),
+    ],
+)
+def test_formula_grammar_allowed_next_tokens(tokenizer, prefix, expected):
+    grammar = FormulaGrammar(tokenizer, 2, max_atoms=20, elements=["Li", "Fe", "O"])
+    (allowed,) = _allowed(grammar, tokenizer, ["<bos><comp>" + prefix])
+    assert allowed == ({"Li", "Fe", "O"} if expected == "elements" else expected)
+
+
+def test_random_model_formulas_all_parse_within_the_budget(model, tokenizer):
+    n, max_atoms = 200, 12
+    grammar = FormulaGrammar(tokenizer, 2, max_atoms=max_atoms)
+    gen = tokenizer.convert_tokens_to_ids("<gen>")
+    torch.manual_seed(0)
+    batch = tokenizer(["<bos><comp>"] * n, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=1.5,
+            top_k=0,
+            max_new_tokens=3 * max_atoms + 1,
+            logits_processor=LogitsProcessorList([grammar]),
+            pad_token_id=0,
+            eos_token_id=gen,
+        )
+    formulas = []
+    for row in out[:, 2:].tolist():
+        assert gen in row, "every formula ends within 3 * max_atoms + 1 tokens"
+        text = tokenizer.decode(row[: row.index(gen)], skip_special_tokens=False)
+        counts = _formula_counts(text)
+        assert 1 <= sum(counts.values()) <= max_atoms
+        assert CrystalPrompt(composition=counts).text() == "<comp>" + text  # the prompt form
+        formulas.append(text)
+    assert len(set(formulas)) > n // 2

@@ -78,6 +78,71 @@ def test_free_samples_under_the_validity_constraints(generator):
     assert np.mean([structure_validity(c) for c in crystals]) >= 0.9
 
 
+@pytest.fixture(scope="module")
+def formula_dir(tmp_path_factory):
+    """The same tiny model with a card that says it was trained with prompt_loss."""
+    tokenizer = build_tokenizer("crystal-ctl")
+    model = build_causal_lm(preset("gpt2-tiny"), len(tokenizer), **IDS, seed=0)
+    folder = tmp_path_factory.mktemp("lm") / "formula"
+    return save_text_lm(
+        model,
+        tokenizer,
+        folder,
+        kind="crystal",
+        form="ctl",
+        conditions=["composition", "spacegroup"],
+        max_atoms=6,
+        elements=["Li", "Na", "Mg", "Fe", "O", "S", "Cl"],
+        metadata={"prompt_loss": True},
+    )
+
+
+def test_formula_first_sampling_writes_a_formula_then_its_structure(formula_dir, monkeypatch):
+    from matgen.evaluate.crystal.validity import reduced_composition, smact_validity
+    from matgen.generators.lm.constrained import CrystalGrammar
+
+    generator = TextCrystalGenerator.load(str(formula_dir), chunk=5)
+    assert generator.formula_first_available()
+    seen = []
+    original = CrystalGrammar.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("compositions"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CrystalGrammar, "__init__", spy)
+    crystals = generator.sample(12, seed=3, temperature=1.5)  # auto: formula first
+    assert len(crystals) == 12 and not generator.report.failures
+    assert all(1 <= len(c) <= 6 for c in crystals)
+    assert {e.symbol for c in crystals for e in c.composition} <= set(generator.lm.elements)
+    # the structure stage placed exactly the per-row formulas the first stage wrote
+    written = [c for batch in seen if batch for c in batch]
+    assert written and all(c is not None for c in written)
+    assert len({tuple(sorted(c.items())) for c in written}) > 3
+    assert [_fingerprint(c) for c in crystals] == [
+        _fingerprint(c) for c in generator.sample(12, seed=3, temperature=1.5)
+    ]
+    plain = generator.sample(12, seed=3, temperature=1.5, formula_first=False)
+    assert [_fingerprint(c) for c in plain] != [_fingerprint(c) for c in crystals]
+    # enforce_validity: formulas failing SMACT are drawn again (the random model writes many)
+    free = [smact_validity(*reduced_composition(c.atomic_numbers)) for c in crystals]
+    strict = generator.sample(12, seed=4, temperature=1.5, enforce_validity=True)
+    valid = [smact_validity(*reduced_composition(c.atomic_numbers)) for c in strict]
+    assert generator.report.resampled_formulas > 0
+    assert np.mean(valid) >= 11 / 12 > np.mean(free)
+
+
+def test_formula_first_needs_a_free_request_and_a_model_that_learned_it(generator, formula_dir):
+    with pytest.raises(ValueError, match="formula_first needs"):
+        generator.sample(2, formula_first=True)  # no prompt_loss on this model's card
+    formula = TextCrystalGenerator.load(str(formula_dir), chunk=4)
+    with pytest.raises(ValueError, match="formula_first needs"):
+        formula.sample(2, composition="Li2O", formula_first=True)
+    # a conditioned request goes body-only: the formula would ignore the condition
+    out = formula.sample(2, spacegroup=225, seed=0)
+    assert len(out) == 2
+
+
 def test_same_seed_same_samples_and_a_seeded_regression(generator):
     first = [_fingerprint(c) for c in generator.sample(5, seed=7, top_p=0.9)]
     again = [_fingerprint(c) for c in generator.sample(5, seed=7, top_p=0.9)]
