@@ -22,20 +22,17 @@ from matgen.generators.lm.tokenizer import build_tokenizer
 IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 
 
-@pytest.fixture(scope="module")
-def crystal_dir(tmp_path_factory):
+def _tiny_crystal_model(folder, **card):
+    """A randomly initialised gpt2-tiny ctl model saved with the given card fields."""
     tokenizer = build_tokenizer("crystal-ctl")
     model = build_causal_lm(preset("gpt2-tiny"), len(tokenizer), **IDS, seed=0)
+    return save_text_lm(model, tokenizer, folder, kind="crystal", form="ctl", max_atoms=6, **card)
+
+
+@pytest.fixture(scope="module")
+def crystal_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm") / "crystal"
-    return save_text_lm(
-        model,
-        tokenizer,
-        folder,
-        kind="crystal",
-        form="ctl",
-        conditions=["composition", "spacegroup", "e_form"],
-        max_atoms=6,
-    )
+    return _tiny_crystal_model(folder, conditions=["composition", "spacegroup", "e_form"])
 
 
 @pytest.fixture
@@ -81,17 +78,9 @@ def test_free_samples_under_the_validity_constraints(generator):
 @pytest.fixture(scope="module")
 def formula_dir(tmp_path_factory):
     """The same tiny model with a card that says it was trained with prompt_loss."""
-    tokenizer = build_tokenizer("crystal-ctl")
-    model = build_causal_lm(preset("gpt2-tiny"), len(tokenizer), **IDS, seed=0)
-    folder = tmp_path_factory.mktemp("lm") / "formula"
-    return save_text_lm(
-        model,
-        tokenizer,
-        folder,
-        kind="crystal",
-        form="ctl",
+    return _tiny_crystal_model(
+        tmp_path_factory.mktemp("lm") / "formula",
         conditions=["composition", "spacegroup"],
-        max_atoms=6,
         elements=["Li", "Na", "Mg", "Fe", "O", "S", "Cl"],
         metadata={"prompt_loss": True},
     )
