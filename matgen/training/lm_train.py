@@ -17,7 +17,8 @@ The YAML (see ``configs/lm/*.yaml``) has four sections:
               ``e_form``, ``band_gap``, ``e_hull``), ``drop_prob`` (each dropped independently),
               ``infill_fraction``, ``translate``, ``prompt_loss`` (the loss also covers the
               prompt, so the model can write its own composition before the structure; the
-              card records it and free sampling then goes formula first). Molecules: ``workers`` for SMILES -> SELFIES.
+              card records it and free sampling then goes formula first). Molecules:
+              ``workers`` for SMILES -> SELFIES.
 ``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS``), ``max_steps``, ``lr``,
               ``weight_decay``, ``warmup_steps``, ``total_steps`` (default: epochs x batches),
               ``min_lr_ratio``, ``ema_decay``, ``gradient_clip``, ``precision`` (``32-true`` |

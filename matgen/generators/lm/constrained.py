@@ -670,12 +670,11 @@ class FormulaGrammar(_RowwiseProcessor):
         if state.phase == _F_DONE:
             return _F_DONE
         total = state.total + (int(state.prefix) if state.prefix else 0)
-        used = frozenset(state.counts) | ({state.current} if state.current is not None else set())
         if state.phase == _F_COUNT and not state.prefix:
             return (_F_COUNT, "", total, None)  # a count must start
-        end = bool(used)
+        used = frozenset(state.counts) | ({state.current} if state.current is not None else set())
         following = frozenset() if total >= self.max_atoms else self._element_ids - used
-        return (state.phase, state.prefix, total, (following, end))
+        return (state.phase, state.prefix, total, (following, bool(used)))
 
     def _allowed(self, key: object) -> Collection[int]:
         if key == _F_DONE:

@@ -38,14 +38,13 @@ _CTL_SITE_TOKENS = 1 + 1 + 15
 FORMULA_ATTEMPTS = 20
 
 
-def _neutral_formula(formula: str) -> bool:
-    """Whether a formula the model wrote passes the SMACT test of the evaluation suite."""
+def _neutral(counts: dict[str, int]) -> bool:
+    """Whether a composition (symbol -> count) passes the SMACT test of the evaluation suite."""
     from pymatgen.core import Element
 
     from matgen.data.composition import reduced_composition, smact_validity
-    from matgen.generators.crystal.generator import parse_composition
 
-    numbers = [Element(e).Z for e, n in parse_composition(formula).items() for _ in range(n)]
+    numbers = [Element(e).Z for e, n in counts.items() for _ in range(n)]
     return smact_validity(*reduced_composition(numbers))
 
 
@@ -139,7 +138,6 @@ class TextCrystalGenerator(TextSampler):
             FormulaGrammar,
         )
 
-        enforce = bool(request.get("enforce_validity", False))
         if request.get("stage") == "formula":
             return [
                 FormulaGrammar(
@@ -164,7 +162,7 @@ class TextCrystalGenerator(TextSampler):
                 compositions=compositions,
                 max_atoms=self.lm.max_atoms,
                 elements=sorted(self._elements()),
-                enforce_validity=enforce,
+                enforce_validity=bool(request.get("enforce_validity", False)),
             )
         ]
 
@@ -201,8 +199,9 @@ class TextCrystalGenerator(TextSampler):
 
         from matgen.generators.crystal.generator import parse_composition
 
-        stage = {**request, "stage": "formula", "stop": "<gen>", "enforce_validity": False}
+        stage = {**request, "stage": "formula", "stop": "<gen>"}
         formulas: list[str] = [""] * len(prompts)
+        compositions: list[dict[str, int]] = [{}] * len(prompts)
         todo = list(range(len(prompts)))
         for attempt in range(1 + (FORMULA_ATTEMPTS - 1) * bool(request.get("enforce_validity"))):
             stage_seed = int(
@@ -216,13 +215,12 @@ class TextCrystalGenerator(TextSampler):
                 seed=stage_seed,
             )
             for i, formula in zip(todo, written, strict=True):
-                formulas[i] = formula
+                formulas[i], compositions[i] = formula, parse_composition(formula)
             if attempt:
                 self.report.resampled_formulas += len(todo)
-            todo = [i for i in todo if not _neutral_formula(formulas[i])]
+            todo = [i for i in todo if not _neutral(compositions[i])]
             if not todo:
                 break
-        compositions = [parse_composition(f) for f in formulas]
         prompts = [f"<bos><comp>{f}<gen>" for f in formulas]
         return prompts, {**request, "formula_first": False, "compositions": compositions}
 
