@@ -117,6 +117,34 @@ def _free_sampling(generator, args, sampling) -> None:
                 if key in values
             )
             print(f"   {key:<16}{metrics[key]:>8.4f}{row}")
+    kinds = _structural_failures(samples)
+    if kinds["invalid"]:
+        print(
+            f"   structural failures: {kinds['invalid']}; with two atoms of one element closer "
+            f"than 0.5 A: {kinds['same']}; only atoms of different elements: {kinds['other']}; "
+            f"volume below 0.1 A^3: {kinds['volume']}"
+        )
+
+
+def _structural_failures(samples) -> dict[str, int]:
+    """Why samples fail the structural test: a close pair of one element, only close pairs of
+    different elements, or a vanishing volume."""
+    from matgen.evaluate.crystal.validity import structure_validity
+
+    kinds = {"invalid": 0, "same": 0, "other": 0, "volume": 0}
+    for structure in samples:
+        if structure_validity(structure):
+            continue
+        kinds["invalid"] += 1
+        if structure.volume < 0.1:
+            kinds["volume"] += 1
+            continue
+        distances = structure.distance_matrix + np.eye(len(structure)) * 10.0
+        numbers = np.array(structure.atomic_numbers)
+        close = np.argwhere(distances < 0.5)
+        same = bool(np.any(numbers[close[:, 0]] == numbers[close[:, 1]]))
+        kinds["same" if same else "other"] += 1
+    return kinds
 
 
 def _composition_prompts(generator, test, rng, args, sampling) -> None:

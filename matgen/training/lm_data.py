@@ -54,6 +54,8 @@ class CrystalExamples:
         drop_prob: probability of dropping each used field independently.
         infill_fraction: share of masked-element (infilling) examples.
         translate: random translation of the fractional coordinates (ctl).
+        site_order: site order of ctl bodies, ``"given"`` or ``"sorted"`` (see
+            :func:`~matgen.generators.lm.crystal_text.encode_ctl`).
     """
 
     structures: Sequence[Any]
@@ -63,6 +65,7 @@ class CrystalExamples:
     drop_prob: float = 0.5
     infill_fraction: float = 0.1
     translate: bool = True
+    site_order: str = "given"
 
     def __len__(self) -> int:
         return len(self.structures)
@@ -75,7 +78,12 @@ class CrystalExamples:
             elements = sorted({site.specie.symbol for site in structure})
             element = elements[int(rng.integers(len(elements)))]
             return infill_example(
-                structure, element, form=self.form, translate=self.translate, rng=rng
+                structure,
+                element,
+                form=self.form,
+                translate=self.translate,
+                rng=rng,
+                site_order=self.site_order,
             )
         drop = {name: (self.drop_prob if name in self.use else 1.0) for name in CONDITIONS}
         return training_text(
@@ -85,6 +93,7 @@ class CrystalExamples:
             drop_prob=drop,
             rng=rng,
             translate=self.translate,
+            site_order=self.site_order,
         )
 
 

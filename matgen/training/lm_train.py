@@ -15,7 +15,9 @@ The YAML (see ``configs/lm/*.yaml``) has four sections:
               (seeded subsamples, e.g. part of MOSES for a CPU run); ``batch_size``.
               Crystals: ``conditions`` (prompt fields among ``composition``, ``spacegroup``,
               ``e_form``, ``band_gap``, ``e_hull``), ``drop_prob`` (each dropped independently),
-              ``infill_fraction``, ``translate``, ``prompt_loss`` (the loss also covers the
+              ``infill_fraction``, ``translate``, ``site_order`` (``given`` | ``sorted``, ctl
+              only: see :func:`~matgen.generators.lm.crystal_text.encode_ctl`; the card records
+              it), ``prompt_loss`` (the loss also covers the
               prompt, so the model can write its own composition before the structure; the
               card records it and free sampling then goes formula first). Molecules:
               ``workers`` for SMILES -> SELFIES.
@@ -80,6 +82,16 @@ def parse_duration(text: str | None) -> float | None:
     for unit, value in zip((1, 60, 3600, 86400), reversed(parts), strict=False):
         seconds += unit * value
     return seconds
+
+
+def _site_order(value: Any, form: str) -> str:
+    from matgen.generators.lm.crystal_text import SITE_ORDERS
+
+    if value not in SITE_ORDERS:
+        raise ValueError(f"data.site_order {value!r} unknown; expected one of {SITE_ORDERS}")
+    if value != "given" and form != "ctl":
+        raise ValueError(f"data.site_order {value!r} applies to the ctl form only, not {form!r}")
+    return str(value)
 
 
 def _subsample(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -156,6 +168,7 @@ def build_sources(config: dict[str, Any], *, log: Any = print) -> dict[str, Any]
             "drop_prob": float(data_cfg.get("drop_prob", 0.5)),
             "infill_fraction": float(data_cfg.get("infill_fraction", 0.1)),
             "translate": bool(data_cfg.get("translate", True)),
+            "site_order": _site_order(data_cfg.get("site_order", "given"), form),
         }
         train = CrystalExamples(
             _structures(rows, train_idx), [conditions[i] for i in train_idx], **settings
@@ -433,6 +446,7 @@ def train_text_lm(config: dict[str, Any], *, log: Any = print) -> Path:
         "architecture": type(exported).__name__,
         "model": described,
         "prompt_loss": prompt_loss,
+        "site_order": str(data_cfg.get("site_order", "given")) if kind == "crystal" else None,
         "training_config": config,
         "training_data": _provenance(data_cfg),
         **{k: v for k, v in info.items() if k != "elements"},

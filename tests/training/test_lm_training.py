@@ -162,6 +162,7 @@ def test_train_exports_a_model_dir_with_its_card_and_resumes(root, tmp_path):
     assert meta["export"]["selected"] == "best validation loss"
     assert meta["training_data"]["train"][0]["sha256"] and meta["wall_time_s"] > 0
     assert meta["parameters"] > 0 and meta["training_config"]["model"]["preset"] == "gpt2-tiny"
+    assert meta["site_order"] == "given"
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     config["training"]["max_epochs"] = 2
     train_text_lm(config, log=lambda *_: None)
@@ -211,6 +212,27 @@ def test_malformed_smiles_are_skipped_and_counted(monkeypatch):
     assert all(b.startswith("[") for b in sources["corpus"])
 
 
+def test_site_order_sorted_writes_sorted_bodies_and_is_checked(root, tmp_path):
+    config = _tiny_crystal_config(tmp_path)
+    config["data"].update({"site_order": "sorted", "infill_fraction": 0.0, "drop_prob": 1.0})
+    train = build_sources(config, log=lambda *_: None)["train"]
+    assert train.site_order == "sorted"
+    rng = np.random.default_rng(0)
+    for i in range(len(train)):
+        body = train.text(i, rng).split("<gen>")[1].removesuffix("<eos>")
+        lines = body[:-1].split("\n")
+        sites = list(zip(lines[2::2], lines[3::2], strict=True))
+        for element in {s for s, _ in sites}:
+            coords = [c for s, c in sites if s == element]
+            assert coords == sorted(coords), body
+    config["data"]["site_order"] = "shuffled"
+    with pytest.raises(ValueError, match=r"data\.site_order 'shuffled' unknown"):
+        build_sources(config, log=lambda *_: None)
+    config["data"].update({"site_order": "sorted", "form": "cif"})
+    with pytest.raises(ValueError, match="ctl form only"):
+        build_sources(config, log=lambda *_: None)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_runs_fast_dev_run(path, root, tmp_path):
     config = load_config(path)
@@ -220,6 +242,8 @@ def test_every_config_runs_fast_dev_run(path, root, tmp_path):
     target = train_text_lm(config, log=lambda *_: None)
     card = json.loads((target / "matgen.json").read_text())
     assert card["form"] == config["data"]["form"] and card["metadata"]["n_train"] == 48
+    if card["kind"] == "crystal":
+        assert card["metadata"]["site_order"] == config["data"].get("site_order", "given")
     assert yaml.safe_load(path.read_text())["output"]["model_dir"].startswith(
         "matgen/generators/lm/models/"
     )

@@ -9,7 +9,9 @@ A structure with ``N`` sites is written as ``2 + 2 N`` lines, each ending in ``"
 
 The lattice is that of the **Niggli-reduced cell** (pymatgen ``get_reduced_structure("niggli")``),
 taken right-handed, so that the same crystal always gets the same six numbers; the sites keep the
-structure's order. A coordinate that rounds to ``1.00`` is written ``0.00``. The rounding errors
+structure's order (or, with ``site_order="sorted"``, are grouped by element in order of first
+appearance and sorted by their written coordinates within each group). A coordinate that rounds
+to ``1.00`` is written ``0.00``. The rounding errors
 are at most 0.05 Å per length, 0.5° per angle and 0.005 per fractional coordinate, well inside
 pymatgen ``StructureMatcher``'s default tolerances for the crystals of MP-20.
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ELEMENT_SYMBOLS",
+    "SITE_ORDERS",
     "CrystalTextError",
     "cell_volume_factor",
     "decode_ctl",
@@ -49,6 +52,8 @@ ELEMENT_SYMBOLS: tuple[str, ...] = tuple(
     Cm Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og""".split()
 )
 _ELEMENT_SET = frozenset(ELEMENT_SYMBOLS)
+#: Site orders of :func:`encode_ctl`.
+SITE_ORDERS: tuple[str, ...] = ("given", "sorted")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -92,6 +97,7 @@ def encode_ctl(
     *,
     translate: bool = False,
     rng: np.random.Generator | None = None,
+    site_order: str = "given",
 ) -> str:
     """Write a structure as ctl text (see the module docstring for the format).
 
@@ -100,13 +106,20 @@ def encode_ctl(
         translate: shift all fractional coordinates by one vector drawn uniformly from
             ``[0, 1)^3`` (training augmentation).
         rng: random generator for the shift (default: a fresh unseeded one).
+        site_order: ``"given"``: the structure's site order; ``"sorted"``: the sites grouped by
+            element (the groups in order of first appearance), each group in increasing
+            ``(x, y, z)`` of its written coordinates (after any translation), so that a site
+            written twice would be written on consecutive lines.
 
     Returns:
         The text, ``2 + 2 N`` lines for ``N`` sites, ending in ``"\\n"``.
 
     Raises:
         CrystalTextError: a disordered site (partial occupancy or mixed species), or no sites.
+        ValueError: an unknown ``site_order``.
     """
+    if site_order not in SITE_ORDERS:
+        raise ValueError(f"site_order {site_order!r} unknown; expected one of {SITE_ORDERS}")
     if len(structure) == 0:
         raise CrystalTextError("the structure has no sites")
     symbols = []
@@ -132,6 +145,11 @@ def encode_ctl(
     a, b, c = reduced.lattice.abc
     alpha, beta, gamma = reduced.lattice.angles
     hundredths = np.rint((frac - np.floor(frac)) * 100.0).astype(np.int64) % 100
+    if site_order == "sorted":
+        group = {symbol: i for i, symbol in reversed(list(enumerate(symbols)))}
+        order = sorted(range(len(symbols)), key=lambda i: (group[symbols[i]], *hundredths[i]))
+        symbols = [symbols[i] for i in order]
+        hundredths = hundredths[order]
     lines = [f"{a:.1f} {b:.1f} {c:.1f}", f"{round(alpha):d} {round(beta):d} {round(gamma):d}"]
     for symbol, (x, y, z) in zip(symbols, hundredths, strict=True):
         lines.append(symbol)

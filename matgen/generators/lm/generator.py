@@ -166,6 +166,13 @@ class TextCrystalGenerator(TextSampler):
             )
         ]
 
+    def site_order(self) -> str:
+        """The site order of the model's ctl training bodies (``"given"`` or ``"sorted"``, from
+        its card; ``"given"`` for cards written before the setting existed). Sampled bodies
+        decode whatever their order; infilling prompts are written in this order."""
+        metadata = self.lm.card.get("metadata") or {}
+        return str(metadata.get("site_order") or "given") if self.lm.form == "ctl" else "given"
+
     def formula_first_available(self) -> bool:
         """Whether the model learned to write its own composition field (trained with
         ``prompt_loss`` on ctl bodies with composition prompts): then free sampling can go
@@ -352,7 +359,9 @@ class TextCrystalGenerator(TextSampler):
             raise ValueError(
                 f"element {element!r} is not in the structure ({', '.join(sorted(present))})"
             )
-        example = infill_example(structure, element, form=self.lm.form)
+        example = infill_example(
+            structure, element, form=self.lm.form, site_order=self.site_order()
+        )
         prompt = example[: example.rindex("<gen>") + len("<gen>")]
         ids = self.lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
         logits = self.lm.model(input_ids=ids["input_ids"].to(self.device)).logits[0, -1]

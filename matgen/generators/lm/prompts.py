@@ -177,14 +177,16 @@ def crystal_body(
     *,
     translate: bool = False,
     rng: np.random.Generator | None = None,
+    site_order: str = "given",
 ) -> str:
     """The body text of a structure in ``form`` (``"ctl"`` or ``"cif"``).
 
-    ``translate`` applies to ctl only: a cif body is written from the symmetrized standard
-    cell, which no translation changes.
+    ``translate`` and ``site_order`` apply to ctl only (see
+    :func:`~matgen.generators.lm.crystal_text.encode_ctl`): a cif body is written from the
+    symmetrized standard cell, which no translation changes, in ``CifWriter``'s site order.
     """
     if form == "ctl":
-        return encode_ctl(structure, translate=translate, rng=rng)
+        return encode_ctl(structure, translate=translate, rng=rng, site_order=site_order)
     if form == "cif":
         from matgen.generators.lm.crystal_cif import encode_cif
 
@@ -224,6 +226,7 @@ def training_text(
     rng: np.random.Generator | None = None,
     translate: bool = False,
     body: str | None = None,
+    site_order: str = "given",
 ) -> str:
     """One training example ``"<bos>PROMPT<gen>BODY<eos>"`` for a structure.
 
@@ -238,6 +241,7 @@ def training_text(
         translate: random translation of the ctl body (ignored for cif).
         body: a precomputed body to use instead of encoding the structure (cif bodies are slow
             to write; cache them).
+        site_order: site order of a ctl body (``"given"`` or ``"sorted"``; ignored for cif).
 
     Raises:
         ValueError: unknown property or condition names, or invalid values (see
@@ -276,7 +280,7 @@ def training_text(
         },
     )
     if body is None:
-        body = crystal_body(structure, form, translate=translate, rng=rng)
+        body = crystal_body(structure, form, translate=translate, rng=rng, site_order=site_order)
     return prompt.example(body)
 
 
@@ -288,6 +292,7 @@ def infill_example(
     translate: bool = False,
     rng: np.random.Generator | None = None,
     body: str | None = None,
+    site_order: str = "given",
 ) -> str:
     """The masked-element example ``"<bos><infill>BODY_WITH_MASK<gen>ELEMENT<eos>"``.
 
@@ -303,7 +308,7 @@ def infill_example(
     if element not in symbols:
         raise ValueError(f"{element!r} is not an element of {structure.formula}")
     if body is None:
-        body = crystal_body(structure, form, translate=translate, rng=rng)
+        body = crystal_body(structure, form, translate=translate, rng=rng, site_order=site_order)
     kind = f"crystal-{form}"
     masked = "".join("<mask>" if t == element else t for t in split_text(kind, body))
     return CrystalPrompt(infill=masked).example(element)

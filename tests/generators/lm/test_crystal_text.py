@@ -128,6 +128,39 @@ def test_ctl_translation_changes_the_text_not_the_crystal(structures):
         assert StructureMatcher().fit(structure, decode_ctl(text))
 
 
+def test_ctl_sorted_site_order(structures):
+    """Sorted bodies hold the same sites as given-order ones with the same translation, grouped
+    by element in order of first appearance and in increasing written (x, y, z) within each
+    group, and decode to the same crystal."""
+    matcher = StructureMatcher()
+    for k, (item, structure) in enumerate(structures[:60]):
+        given = encode_ctl(structure, translate=True, rng=np.random.default_rng(k))
+        text = encode_ctl(
+            structure, translate=True, rng=np.random.default_rng(k), site_order="sorted"
+        )
+        g_lines, lines = given[:-1].split("\n"), text[:-1].split("\n")
+        assert lines[:2] == g_lines[:2], item
+        sites = list(zip(lines[2::2], lines[3::2], strict=True))
+        assert sorted(sites) == sorted(zip(g_lines[2::2], g_lines[3::2], strict=True)), item
+        symbols = [s for s, _ in sites]
+        first = list(dict.fromkeys(site.specie.symbol for site in structure))
+        assert list(dict.fromkeys(symbols)) == first, item  # groups in order of first appearance
+        assert symbols == sorted(symbols, key=first.index), item  # each element in one group
+        for element in first:
+            coords = [c for s, c in sites if s == element]
+            assert coords == sorted(coords), item  # "0.dd" fields: text order is numeric order
+        assert matcher.fit(structure, decode_ctl(text)), item
+    # a given order that is not sorted is reordered
+    structure = Structure(
+        Lattice.cubic(4.0), ["O", "Na", "O"], [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 0.5]]
+    )
+    assert encode_ctl(structure, site_order="sorted").split("\n")[2:8] == [
+        "O", "0.00 0.50 0.50", "O", "0.50 0.50 0.00", "Na", "0.00 0.00 0.00"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="site_order 'random' unknown"):
+        encode_ctl(structure, site_order="random")
+
+
 def test_ctl_coordinate_rounding_to_one_is_written_zero():
     structure = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.996, 0.5, 0.0], [0.5, 0.999, 1.0]])
     lines = encode_ctl(structure).split("\n")

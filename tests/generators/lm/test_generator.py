@@ -229,6 +229,33 @@ def test_infill_ranks_elements(generator, mp20_test):
         generator.infill(structure, "Og")
 
 
+def test_infill_prompts_follow_the_cards_site_order(generator, tmp_path, mp20_test):
+    from matgen.generators.lm.prompts import infill_example
+
+    sorted_model = TextCrystalGenerator.load(
+        str(_tiny_crystal_model(tmp_path / "sorted", metadata={"site_order": "sorted"}))
+    )
+    assert generator.site_order() == "given" and sorted_model.site_order() == "sorted"
+    structure = next(  # a crystal whose given order is not the sorted one
+        s
+        for s in (mp20_test.structure(i) for i in range(50))
+        if infill_example(s, s[0].specie.symbol)
+        != infill_example(s, s[0].specie.symbol, site_order="sorted")
+    )
+    element = structure[0].specie.symbol
+    prompt = infill_example(structure, element, site_order="sorted")
+    prompt = prompt[: prompt.rindex("<gen>") + len("<gen>")]
+    lm = sorted_model.lm
+    ids = lm.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids).logits[0, -1]
+    ranked = sorted_model.infill(structure, element, top_k=None)
+    symbols = [s for s, _ in ranked]
+    expected = torch.softmax(logits[[lm.tokenizer.convert_tokens_to_ids(s) for s in symbols]], 0)
+    assert [p for _, p in ranked] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert ranked != generator.infill(structure, element, top_k=None)  # same weights, other text
+
+
 @pytest.mark.filterwarnings("ignore:.*did not decode:RuntimeWarning")
 def test_molecule_generator_returns_mols_with_their_text(tmp_path):
     from matgen.generators.lm.molecule_text import encode_molecules
