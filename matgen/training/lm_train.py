@@ -446,7 +446,7 @@ def train_text_lm(config: dict[str, Any], *, log: Any = print) -> Path:
         "architecture": type(exported).__name__,
         "model": described,
         "prompt_loss": prompt_loss,
-        "site_order": str(data_cfg.get("site_order", "given")) if kind == "crystal" else None,
+        "site_order": getattr(sources["train"], "site_order", None),  # crystals only
         "training_config": config,
         "training_data": _provenance(data_cfg),
         **{k: v for k, v in info.items() if k != "elements"},

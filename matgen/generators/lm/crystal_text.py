@@ -109,7 +109,7 @@ def encode_ctl(
         site_order: ``"given"``: the structure's site order; ``"sorted"``: the sites grouped by
             element (the groups in order of first appearance), each group in increasing
             ``(x, y, z)`` of its written coordinates (after any translation), so that a site
-            written twice would be written on consecutive lines.
+            written twice for one element would be written on consecutive lines.
 
     Returns:
         The text, ``2 + 2 N`` lines for ``N`` sites, ending in ``"\\n"``.
