@@ -5,8 +5,9 @@ Loss (per batch, MACE's weighted energy/force/stress loss):
     L = w_E mean_b ((E_b - Ê_b) / N_b)^2 + w_F mean_{i,k} (F_ik - F̂_ik)^2 + w_σ mean_{b,kl} (σ_bkl - σ̂_bkl)^2
 
 An exponential moving average of the weights (decay ``ema_decay``) is what validation scores and
-what is exported. In the last ``stage_two_fraction`` of the epochs the weights switch to
-``stage_two`` (MACE's second stage, which raises the energy weight) and the learning rate drops.
+what is exported. In the last ``stage_two_fraction`` of the epochs, or of the time budget when
+the trainer has one (``max_time``) and it runs out first, the weights switch to ``stage_two``
+(MACE's second stage, which raises the energy weight) and the learning rate drops.
 """
 
 from __future__ import annotations
@@ -27,7 +28,25 @@ from matgen.mlff.config import MACEConfig
 from matgen.mlff.mace import MACE
 from matgen.mlff.statistics import batch_errors
 
-__all__ = ["BestEMAExport", "LossWeights", "MLFFDataModule", "MLFFModule"]
+__all__ = ["BestEMAExport", "LossWeights", "MLFFDataModule", "MLFFModule", "stage_two_due"]
+
+
+def stage_two_due(
+    epoch: int,
+    max_epochs: int,
+    fraction: float,
+    *,
+    elapsed_s: float | None = None,
+    budget_s: float | None = None,
+) -> bool:
+    """Whether the epoch about to start belongs to stage two: the last ``fraction`` of
+    ``max_epochs``, or of the time budget ``budget_s`` (``elapsed_s`` spent) when one is set,
+    whichever comes first. A run stopped by its clock thus still gets its second stage."""
+    if fraction <= 0:
+        return False
+    if max_epochs > 0 and epoch >= round(max_epochs * (1.0 - fraction)):
+        return True
+    return bool(budget_s) and elapsed_s is not None and elapsed_s >= budget_s * (1.0 - fraction)
 
 
 @dataclass(frozen=True)
@@ -129,12 +148,17 @@ class MLFFModule(pl.LightningModule):
             del state[key]
 
     def on_train_epoch_start(self) -> None:
-        max_epochs = self.trainer.max_epochs or 0
-        start = round(max_epochs * (1.0 - self.optim.stage_two_fraction))
-        if (
-            not self._stage_two
-            and self.optim.stage_two_fraction > 0
-            and self.current_epoch >= start
+        elapsed = budget = None
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, pl.callbacks.Timer)), None)
+        if timer is not None and timer.time_remaining("train") is not None:
+            elapsed = timer.time_elapsed("train")
+            budget = elapsed + timer.time_remaining("train")
+        if not self._stage_two and stage_two_due(
+            self.current_epoch,
+            self.trainer.max_epochs or 0,
+            self.optim.stage_two_fraction,
+            elapsed_s=elapsed,
+            budget_s=budget,
         ):
             self._stage_two = True
             for group in self.trainer.optimizers[0].param_groups:

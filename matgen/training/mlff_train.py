@@ -5,13 +5,17 @@ The YAML (see ``configs/mlff/*.yaml``) has four sections:
 ``model``     ``preset`` name and field ``overrides`` of :class:`matgen.mlff.config.MACEConfig`;
               or ``init_from``, a checkpoint (shipped name or path) whose architecture,
               statistics and weights the training starts from (fine-tuning).
-``data``      ``train`` source, ``val`` source or ``val_fraction``, ``test`` sources,
+``data``      ``train`` source, ``val`` source or ``val_fraction`` (rows drawn with ``split_seed``,
+              default 0, not with the training seed, so that a rerun with another seed or a
+              fine-tune of a model on the same data holds out the same rows), ``test`` sources,
               ``atomic_energies`` (``fit``, a source of isolated atoms, or ``{Z: eV}``),
               ``energy_scale`` (recorded in the data card: ``mp`` for MP-scale energies),
               ``batch_size``. A source is ``{dataset, split}`` or ``{path}``, with ``keys``.
 ``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS`` per run), ``dtype`` (float64 /
               float32), ``seed``, ``accelerator``, ``devices``, ``strategy``, loss ``weights``
-              and ``optim`` (see :mod:`.mlff_module`).
+              and ``optim`` (see :mod:`.mlff_module`), ``export``: ``best`` (default, the EMA
+              weights of the best validation loss of the last stage) or ``last`` (the EMA
+              weights at the end, for runs whose validation rows the starting model has seen).
 ``output``    ``dir`` for Lightning logs and checkpoints, ``checkpoint`` for the exported model.
 
 A rerun with the same ``output.dir`` resumes from its last Lightning checkpoint.
@@ -40,7 +44,7 @@ from matgen.mlff.statistics import (
 )
 from matgen.training.mlff_module import BestEMAExport, MLFFDataModule, MLFFModule
 
-__all__ = ["load_config", "train_mlff"]
+__all__ = ["load_config", "train_mlff", "validation_split"]
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -67,12 +71,28 @@ def _atomic_energies(spec: Any) -> dict[int, float] | None:
     raise ValueError(f"atomic_energies must be 'fit', a data source or {{Z: eV}}, got {spec!r}")
 
 
+def validation_split(n: int, fraction: float, split_seed: int = 0) -> tuple[list[int], list[int]]:
+    """Training and validation row indices: a ``fraction`` of ``n`` rows (at least one) drawn
+    with ``split_seed``. The training seed plays no part, so runs that differ only in it, and
+    fine-tunes of a model on its own data, hold out the same rows."""
+    if not 0.0 < fraction < 1.0 or n < 2:
+        raise ValueError(
+            f"val_fraction must lie in (0, 1) with at least 2 rows, got {fraction}, {n}"
+        )
+    order = np.random.default_rng(split_seed).permutation(n)
+    n_val = max(1, round(fraction * n))
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
 def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
     """Train, export the EMA weights, evaluate on the test sources; returns the checkpoint."""
     started = time.time()
     model_cfg, data_cfg = config["model"], config["data"]
     train_cfg, out_cfg = config["training"], config["output"]
     seed = int(train_cfg.get("seed", 0))
+    export = train_cfg.get("export", "best")
+    if export not in ("best", "last"):
+        raise ValueError(f"training.export must be 'best' or 'last', got {export!r}")
     pl.seed_everything(seed, workers=True)
     dtype = DTYPES[train_cfg.get("dtype", "float64")]
     initial = None
@@ -117,11 +137,15 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         val_set = load_configurations(data_cfg["val"], cutoff=r_max)
         val_items = [val_set[i].to(dtype=dtype) for i in range(len(val_set))]
         train_items = items
+        validation: dict[str, Any] = {"source": data_cfg["val"], "configurations": len(val_items)}
     else:
-        order = np.random.default_rng(seed).permutation(len(items))
-        n_val = max(1, round(float(data_cfg.get("val_fraction", 0.05)) * len(items)))
-        val_items = [items[i] for i in order[:n_val]]
-        train_items = [items[i] for i in order[n_val:]]
+        split_seed = int(data_cfg.get("split_seed", 0))
+        train_rows, val_rows = validation_split(
+            len(items), float(data_cfg.get("val_fraction", 0.05)), split_seed
+        )
+        train_items = [items[i] for i in train_rows]
+        val_items = [items[i] for i in val_rows]
+        validation = {"split_seed": split_seed, "configurations": len(val_rows)}
     log(f"{len(train_items)} training and {len(val_items)} validation configurations")
 
     module = MLFFModule(
@@ -169,14 +193,16 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         ckpt_path=str(last) if last.is_file() else None,
         weights_only=True,  # resuming never unpickles code
     )
-    if best.path.is_file():
+    if export == "best" and best.path.is_file():
         model = load_model(best.path, dtype=torch.float64)
     else:
         model = module.averaged_model().to(torch.float64)
         model.metadata = {}
     extra = {
         "epochs": int(trainer.current_epoch),
-        "best_epoch": model.metadata.get("epoch"),
+        "export": export,
+        "validation": validation,
+        "best_epoch": model.metadata.get("epoch") if export == "best" else None,
         "train_seconds": round(best.train_seconds, 1),
         "wall_time_s": round(time.time() - started, 1),
         "device": str(trainer.strategy.root_device),

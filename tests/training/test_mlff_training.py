@@ -15,7 +15,8 @@ from matgen.cli import main
 from matgen.data import load_dataset
 from matgen.mlff.checkpoint import load_model
 from matgen.mlff.statistics import load_configurations, training_statistics
-from matgen.training.mlff_train import export_run, load_config, train_mlff
+from matgen.training.mlff_module import stage_two_due
+from matgen.training.mlff_train import export_run, load_config, train_mlff, validation_split
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,9 @@ def test_train_export_reload_and_cli_eval(tmp_path, ethanol_file, capsys):
     assert card["epochs"] >= 2 and card["test_metrics"]["train40"]["forces"]["mae"] > 0
     # stage two starts at epoch 2 of 3, and the exported model is the best of stage two
     assert card["best_epoch"] == 2 and card["train_seconds"] > 0
+    # 4 of the 40 rows are held out with split seed 0, whatever the training seed (here 1)
+    assert card["validation"] == {"split_seed": 0, "configurations": 4}
+    assert card["export"] == "best"
     model = load_model(path)  # weights-only load of the exported EMA weights
     assert model.config.elements == (1, 6, 8)
     losses = _losses(tmp_path / "run", "val_forces_mae_meV_A")
@@ -112,8 +116,14 @@ def test_fine_tuning_starts_from_a_checkpoint(tmp_path, ethanol_file):
     tuned = _config(tmp_path / "b", ethanol_file, max_epochs=1)
     tuned["model"] = {"init_from": str(start)}
     tuned["training"]["optim"] = {"lr": 1e-4, "stage_two_fraction": 0.0}
+    tuned["training"]["export"] = "last"
     path = train_mlff(tuned, log=lambda *_: None)
     after = json.loads(path.with_suffix(".json").read_text())
+    # export: last gives the EMA weights at the end, which export_run reproduces from last.ckpt
+    assert after["export"] == "last" and after["best_epoch"] is None
+    again = load_model(export_run(tuned, log=lambda *_: None))
+    for key, value in load_model(path).state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
     assert after["training_config"]["model"] == {"init_from": str(start)}
     assert load_model(path).config == load_model(start).config
     assert after["test_metrics"]["train40"]["forces"]["mae"] <= 1.05 * before["forces"]["mae"]
@@ -163,9 +173,32 @@ def _losses(run, column):
     return losses
 
 
+def test_validation_split_ignores_the_training_seed():
+    train, val = validation_split(40, 0.1)
+    assert len(val) == 4 and sorted(train + val) == list(range(40))
+    assert (train, val) == validation_split(40, 0.1, 0)  # the default is split seed 0
+    other = validation_split(40, 0.1, 2)[1]
+    assert other != val and len(other) == 4
+    assert len(validation_split(1000, 0.05)[1]) == 50
+    with pytest.raises(ValueError, match="val_fraction"):
+        validation_split(40, 1.5)
+
+
+def test_stage_two_starts_by_epochs_or_by_the_clock():
+    # by epochs: the last 20% of 10 epochs are epochs 8 and 9
+    assert [stage_two_due(e, 10, 0.2) for e in (7, 8, 9)] == [False, True, True]
+    # by the clock, when it runs out before the epochs do
+    assert stage_two_due(1, 500, 0.2, elapsed_s=81.0, budget_s=100.0)
+    assert not stage_two_due(1, 500, 0.2, elapsed_s=79.0, budget_s=100.0)
+    assert not stage_two_due(1, 500, 0.2, elapsed_s=79.0, budget_s=None)
+    assert not stage_two_due(9, 10, 0.0, elapsed_s=99.0, budget_s=100.0)
+
+
 def test_bad_config_is_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {preset: cpu-small}\n")
     with pytest.raises(ValueError, match=r"bad\.yaml: missing section 'data'"):
         load_config(bad)
+    with pytest.raises(ValueError, match=r"training\.export must be 'best' or 'last'"):
+        train_mlff(_config(tmp_path, tmp_path / "unread.extxyz", export="final"))
     torch.manual_seed(0)
