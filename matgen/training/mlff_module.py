@@ -41,7 +41,8 @@ def stage_two_due(
 ) -> bool:
     """Whether the epoch about to start belongs to stage two: the last ``fraction`` of
     ``max_epochs``, or of the time budget ``budget_s`` (``elapsed_s`` spent) when one is set,
-    whichever comes first. A run stopped by its clock thus still gets its second stage."""
+    whichever comes first. It is checked as each epoch starts, so a run stopped by its clock
+    gets its second stage as long as an epoch is shorter than that last fraction."""
     if fraction <= 0:
         return False
     if max_epochs > 0 and epoch >= round(max_epochs * (1.0 - fraction)):

@@ -11,7 +11,8 @@ The YAML (see ``configs/mlff/*.yaml``) has four sections:
               ``atomic_energies`` (``fit``, a source of isolated atoms, or ``{Z: eV}``),
               ``energy_scale`` (recorded in the data card: ``mp`` for MP-scale energies),
               ``batch_size``. A source is ``{dataset, split}`` or ``{path}``, with ``keys``.
-``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS`` per run), ``dtype`` (float64 /
+``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS``, the training time in total: a
+              resumed run counts the time of the runs before it), ``dtype`` (float64 /
               float32), ``seed``, ``accelerator``, ``devices``, ``strategy``, loss ``weights``
               and ``optim`` (see :mod:`.mlff_module`), ``export``: ``best`` (default, the EMA
               weights of the best validation loss of the last stage) or ``last`` (the EMA
@@ -77,11 +78,17 @@ def validation_split(n: int, fraction: float, split_seed: int = 0) -> tuple[list
     fine-tunes of a model on its own data, hold out the same rows."""
     if not 0.0 < fraction < 1.0 or n < 2:
         raise ValueError(
-            f"val_fraction must lie in (0, 1) with at least 2 rows, got {fraction}, {n}"
+            f"val_fraction must lie strictly between 0 and 1, with at least 2 training rows "
+            f"to split (got {fraction} of {n} rows)"
         )
     order = np.random.default_rng(split_seed).permutation(n)
-    n_val = max(1, round(fraction * n))
+    n_val = min(n - 1, max(1, round(fraction * n)))
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def rows_digest(rows: list[int]) -> str:
+    """A short fingerprint of a list of row indices (recorded on the data card)."""
+    return hashlib.sha256(",".join(map(str, sorted(rows))).encode()).hexdigest()[:16]
 
 
 def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
@@ -145,7 +152,11 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         )
         train_items = [items[i] for i in train_rows]
         val_items = [items[i] for i in val_rows]
-        validation = {"split_seed": split_seed, "configurations": len(val_rows)}
+        validation = {
+            "split_seed": split_seed,
+            "configurations": len(val_rows),
+            "rows_sha256": rows_digest(val_rows),
+        }
     log(f"{len(train_items)} training and {len(val_items)} validation configurations")
 
     module = MLFFModule(
@@ -196,6 +207,9 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
     if export == "best" and best.path.is_file():
         model = load_model(best.path, dtype=torch.float64)
     else:
+        if export == "best":
+            log("no validation result was saved: exporting the EMA weights at the end")
+            export = "last"
         model = module.averaged_model().to(torch.float64)
         model.metadata = {}
     extra = {
@@ -273,7 +287,7 @@ def export_run(config: dict[str, Any], *, log: Any = print) -> Path:
     if missing:
         raise ValueError(f"{last}: checkpoint lacks {missing[:5]}")
     model = module.averaged_model().to(torch.float64)
-    extra = {"epochs": int(state["epoch"]) + 1, "exported_from": str(last)}
+    extra = {"epochs": int(state["epoch"]) + 1, "export": "last", "exported_from": str(last)}
     for callback_state in state.get("callbacks", {}).values():
         if isinstance(callback_state, dict) and "train_seconds" in callback_state:
             extra["train_seconds"] = round(float(callback_state["train_seconds"]), 1)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from ase.io import write
@@ -16,7 +17,13 @@ from matgen.data import load_dataset
 from matgen.mlff.checkpoint import load_model
 from matgen.mlff.statistics import load_configurations, training_statistics
 from matgen.training.mlff_module import stage_two_due
-from matgen.training.mlff_train import export_run, load_config, train_mlff, validation_split
+from matgen.training.mlff_train import (
+    export_run,
+    load_config,
+    rows_digest,
+    train_mlff,
+    validation_split,
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +81,12 @@ def test_train_export_reload_and_cli_eval(tmp_path, ethanol_file, capsys):
     # stage two starts at epoch 2 of 3, and the exported model is the best of stage two
     assert card["best_epoch"] == 2 and card["train_seconds"] > 0
     # 4 of the 40 rows are held out with split seed 0, whatever the training seed (here 1)
-    assert card["validation"] == {"split_seed": 0, "configurations": 4}
+    held_out = validation_split(40, 0.1, 0)[1]
+    assert card["validation"] == {
+        "split_seed": 0,
+        "configurations": 4,
+        "rows_sha256": rows_digest(held_out),
+    }
     assert card["export"] == "best"
     model = load_model(path)  # weights-only load of the exported EMA weights
     assert model.config.elements == (1, 6, 8)
@@ -113,16 +125,18 @@ def test_fine_tuning_starts_from_a_checkpoint(tmp_path, ethanol_file):
     config = _config(tmp_path / "a", ethanol_file, max_epochs=2)
     start = train_mlff(config, log=lambda *_: None)
     before = json.loads(start.with_suffix(".json").read_text())["test_metrics"]["train40"]
-    tuned = _config(tmp_path / "b", ethanol_file, max_epochs=1)
+    tuned = _config(tmp_path / "b", ethanol_file, max_epochs=2)
     tuned["model"] = {"init_from": str(start)}
     tuned["training"]["optim"] = {"lr": 1e-4, "stage_two_fraction": 0.0}
     tuned["training"]["export"] = "last"
     path = train_mlff(tuned, log=lambda *_: None)
     after = json.loads(path.with_suffix(".json").read_text())
-    # export: last gives the EMA weights at the end, which export_run reproduces from last.ckpt
-    assert after["export"] == "last" and after["best_epoch"] is None
+    exported = load_model(path)
+    # export: last gives the EMA weights at the end, which export_run reads from last.ckpt
+    assert after["export"] == "last" and after["best_epoch"] is None and after["epochs"] == 2
+    tuned["output"]["checkpoint"] = str(tmp_path / "b" / "again.pt")
     again = load_model(export_run(tuned, log=lambda *_: None))
-    for key, value in load_model(path).state_dict().items():
+    for key, value in exported.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
     assert after["training_config"]["model"] == {"init_from": str(start)}
     assert load_model(path).config == load_model(start).config
@@ -173,7 +187,16 @@ def _losses(run, column):
     return losses
 
 
-def test_validation_split_ignores_the_training_seed():
+def test_validation_split_ignores_the_training_seed(tmp_path, ethanol_file):
+    # two runs that differ only in the training seed hold out the same rows
+    cards = []
+    for seed in (0, 5):
+        config = _config(tmp_path / str(seed), ethanol_file, seed=seed, limit_train_batches=1)
+        config["data"].pop("test")
+        path = train_mlff(config, log=lambda *_: None)
+        cards.append(json.loads(path.with_suffix(".json").read_text())["validation"])
+    assert cards[0] == cards[1]
+    assert cards[0]["rows_sha256"] == rows_digest(validation_split(40, 0.1, 0)[1])
     train, val = validation_split(40, 0.1)
     assert len(val) == 4 and sorted(train + val) == list(range(40))
     assert (train, val) == validation_split(40, 0.1, 0)  # the default is split seed 0
@@ -182,6 +205,8 @@ def test_validation_split_ignores_the_training_seed():
     assert len(validation_split(1000, 0.05)[1]) == 50
     with pytest.raises(ValueError, match="val_fraction"):
         validation_split(40, 1.5)
+    train, val = validation_split(2, 0.75)  # 0.75 of 2 rounds to 2: one row is kept to train on
+    assert len(train) == 1 and len(val) == 1
 
 
 def test_stage_two_starts_by_epochs_or_by_the_clock():
@@ -192,6 +217,38 @@ def test_stage_two_starts_by_epochs_or_by_the_clock():
     assert not stage_two_due(1, 500, 0.2, elapsed_s=79.0, budget_s=100.0)
     assert not stage_two_due(1, 500, 0.2, elapsed_s=79.0, budget_s=None)
     assert not stage_two_due(9, 10, 0.0, elapsed_s=99.0, budget_s=100.0)
+
+
+def test_stage_two_hook_reads_the_trainer_clock():
+    """The module's epoch hook switches the loss and learning rate once the Timer callback
+    (Lightning's ``max_time``) has used 80% of its budget, long before 80% of the epochs."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from matgen.mlff.config import preset
+    from matgen.training.mlff_module import MLFFModule
+
+    config = preset(
+        "cpu-small",
+        elements=(1, 8),
+        hidden_irreps="4x0e + 4x1o",
+        max_ell=1,
+        radial_mlp=(8,),
+    )
+    module = MLFFModule(config.to_dict(), optim={"stage_two_fraction": 0.2, "stage_two_lr": 1e-4})
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    timer = pl.callbacks.Timer(duration=timedelta(seconds=100))
+    trainer = SimpleNamespace(
+        max_epochs=500, current_epoch=3, callbacks=[timer], optimizers=[optimizer]
+    )
+    module._trainer = trainer
+    timer.load_state_dict({"time_elapsed": {"train": 70.0}})  # 70 of 100 s spent
+    module.on_train_epoch_start()
+    assert not module._stage_two and optimizer.param_groups[0]["lr"] == 0.01
+    timer.load_state_dict({"time_elapsed": {"train": 85.0}})
+    module.on_train_epoch_start()
+    assert module._stage_two and optimizer.param_groups[0]["lr"] == 1e-4
+    assert module.current_weights() == module.optim.stage_two
 
 
 def test_bad_config_is_named(tmp_path):
