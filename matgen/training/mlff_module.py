@@ -151,9 +151,10 @@ class MLFFModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         elapsed = budget = None
         timer = next((c for c in self.trainer.callbacks if isinstance(c, pl.callbacks.Timer)), None)
-        if timer is not None and timer.time_remaining("train") is not None:
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is not None:
             elapsed = timer.time_elapsed("train")
-            budget = elapsed + timer.time_remaining("train")
+            budget = elapsed + remaining
         if not self._stage_two and stage_two_due(
             self.current_epoch,
             self.trainer.max_epochs or 0,

@@ -216,7 +216,7 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         "epochs": int(trainer.current_epoch),
         "export": export,
         "validation": validation,
-        "best_epoch": model.metadata.get("epoch") if export == "best" else None,
+        "best_epoch": model.metadata.get("epoch"),  # None for export: last
         "train_seconds": round(best.train_seconds, 1),
         "wall_time_s": round(time.time() - started, 1),
         "device": str(trainer.strategy.root_device),
