@@ -14,7 +14,9 @@ The YAML (see ``configs/crystal_diffusion/*.yaml``) has four sections:
 ``data``      ``train`` and ``val``: lists of sources, each ``{dataset, split}`` (a registered
               CDVAE-style set) or ``{path}`` (an ``AtomsCollection`` ``.npz`` written by
               :func:`prepare_sources`, for machines without pymatgen); or ``val_fraction``
-              instead of ``val`` (a seeded share of ``train`` held out); ``batch_size``.
+              instead of ``val`` (a share of ``train`` held out, drawn with ``split_seed``,
+              default 0, not with the training seed: :mod:`matgen.training.splits`);
+              ``batch_size``.
 ``training``  ``max_epochs``, ``max_time`` (``DD:HH:MM:SS``), ``dtype``, ``seed``,
               ``accelerator``, ``devices``, ``strategy``, ``lr``, ``ema_decay``,
               ``val_every``, ``scheduler_patience``.
@@ -41,8 +43,10 @@ from matgen.generators.crystal.checkpoint import save_crystal_diffusion
 from matgen.generators.crystal.dataset import CrystalDataset, prepare_collection
 from matgen.generators.crystal.denoiser_config import preset
 from matgen.generators.crystal.model import CrystalDiffusionConfig
+from matgen.training.splits import rows_digest, split_seed_of
 
 __all__ = [
+    "hold_out",
     "load_config",
     "load_sources",
     "prepare_sources",
@@ -108,6 +112,19 @@ def _concatenate(parts: list[AtomsCollection]) -> AtomsCollection:
 _LOSS_SETTINGS = ("weights", "type_ce_weight", "csp_fraction")
 
 
+def hold_out(
+    collection: AtomsCollection, data_cfg: dict[str, Any]
+) -> tuple[AtomsCollection, AtomsCollection, dict[str, Any]]:
+    """Training and validation parts of ``collection``: a ``val_fraction`` (default 0.05) of
+    its rows, drawn with ``data.split_seed``; and the card fields that name them."""
+    seed = split_seed_of(data_cfg)
+    order = np.random.default_rng(seed).permutation(len(collection))
+    n_val = max(1, round(float(data_cfg.get("val_fraction", 0.05)) * len(collection)))
+    val_rows = np.sort(order[:n_val])
+    fields = {"split_seed": seed, "val_rows_sha256": rows_digest(val_rows.tolist())}
+    return collection.subset(np.sort(order[n_val:])), collection.subset(val_rows), fields
+
+
 def model_config(config: dict[str, Any], train: AtomsCollection) -> CrystalDiffusionConfig:
     """The model configuration, with ``elements: data`` resolved from the training set (or the
     fine-tuned checkpoint's with its conditions added, for ``init_from``)."""
@@ -165,12 +182,11 @@ def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path
     seed = int(train_cfg.get("seed", 0))
     pl.seed_everything(seed, workers=True)
     train = load_sources(data_cfg["train"])
+    held_out: dict[str, Any] = {}
     if "val" in data_cfg:
         val = load_sources(data_cfg["val"])
     else:
-        order = np.random.default_rng(seed).permutation(len(train))
-        n_val = max(1, round(float(data_cfg.get("val_fraction", 0.05)) * len(train)))
-        val, train = train.subset(np.sort(order[:n_val])), train.subset(np.sort(order[n_val:]))
+        train, val, held_out = hold_out(train, data_cfg)
     cfg = model_config(config, train)
     names = [p["name"] for p in cfg.properties]
     train_set = CrystalDataset(train, cfg.denoiser.elements, properties=names, name="train")
@@ -247,6 +263,7 @@ def train_crystal_diffusion(config: dict[str, Any], *, log: Any = print) -> Path
         "training_data": {
             "train": data_cfg["train"],
             "val": data_cfg.get("val", f"{data_cfg.get('val_fraction', 0.05)} of train"),
+            **held_out,
         },
         "n_train": len(train_set),
         "n_val": len(val_set),

@@ -11,8 +11,10 @@ The YAML (see ``configs/lm/*.yaml``) has four sections:
 ``data``      ``kind`` (``crystal`` | ``molecule``) and ``form`` (``ctl`` | ``cif`` |
               ``selfies`` | ``smiles``); ``train``: sources ``{dataset, split}`` of registered
               sets (MP-20-style CSVs for crystals, SMILES sets for molecules); ``val`` sources or
-              ``val_fraction`` (a seeded share of train held out); ``max_train`` / ``max_val``
-              (seeded subsamples, e.g. part of MOSES for a CPU run); ``batch_size``.
+              ``val_fraction`` (a share of train held out, drawn with ``split_seed``, default 0,
+              not with the training seed: :mod:`matgen.training.splits`); ``max_train`` /
+              ``max_val`` (subsamples drawn with the same seed, e.g. part of MOSES for a CPU
+              run); ``batch_size``.
               Crystals: ``conditions`` (prompt fields among ``composition``, ``spacegroup``,
               ``e_form``, ``band_gap``, ``e_hull``), ``drop_prob`` (each dropped independently),
               ``infill_fraction``, ``translate``, ``site_order`` (``given`` | ``sorted``, ctl
@@ -53,6 +55,7 @@ from matgen.training.lm_data import (
     TokenizedExamples,
     collate_examples,
 )
+from matgen.training.splits import rows_digest, split_seed_of
 
 __all__ = ["build_sources", "load_config", "parse_duration", "train_text_lm"]
 
@@ -143,6 +146,13 @@ def _split(
     return train, val
 
 
+def _held_out(data_cfg: dict[str, Any], seed: int, val_idx: np.ndarray) -> dict[str, Any]:
+    """Card fields of the validation rows when they are held out of train."""
+    if "val" in data_cfg:
+        return {}
+    return {"split_seed": seed, "val_rows_sha256": rows_digest(val_idx.tolist())}
+
+
 def build_sources(config: dict[str, Any], *, log: Any = print) -> dict[str, Any]:
     """The training and validation example sources of a config.
 
@@ -152,8 +162,8 @@ def build_sources(config: dict[str, Any], *, log: Any = print) -> dict[str, Any]
     """
     data_cfg = config["data"]
     kind, form = data_cfg.get("kind", "crystal"), data_cfg.get("form", "ctl")
-    seed = int(config["training"].get("seed", 0))
-    rng = np.random.default_rng([seed, 11])
+    seed_of_split = split_seed_of(data_cfg)
+    rng = np.random.default_rng([seed_of_split, 11])
     if kind == "crystal":
         rows, conditions = _crystal_rows(data_cfg["train"])
         train_idx, val_idx = _split(data_cfg, len(rows), rng)
@@ -179,6 +189,7 @@ def build_sources(config: dict[str, Any], *, log: Any = print) -> dict[str, Any]
         info = {
             "n_train": len(train),
             "n_val": len(val),
+            **_held_out(data_cfg, seed_of_split, val_idx),
             "max_atoms": int(max(len(s) for s in train.structures)),
             "elements": sorted({site.specie.symbol for s in train.structures for site in s}),
         }
@@ -205,6 +216,7 @@ def build_sources(config: dict[str, Any], *, log: Any = print) -> dict[str, Any]
     info = {
         "n_train": len(bodies),
         "n_val": len(v_bodies),
+        **_held_out(data_cfg, seed_of_split, val_idx),
         "n_skipped_malformed": len(bad) + len(v_bad),
         "skipped_examples": [f"{b.item}: {b.reason}" for b in (bad + v_bad)[:20]],
     }

@@ -44,6 +44,7 @@ from matgen.mlff.statistics import (
     training_statistics,
 )
 from matgen.training.mlff_module import BestEMAExport, MLFFDataModule, MLFFModule
+from matgen.training.splits import rows_digest, split_seed_of
 
 __all__ = ["load_config", "train_mlff", "validation_split"]
 
@@ -84,11 +85,6 @@ def validation_split(n: int, fraction: float, split_seed: int = 0) -> tuple[list
     order = np.random.default_rng(split_seed).permutation(n)
     n_val = min(n - 1, max(1, round(fraction * n)))
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
-
-
-def rows_digest(rows: list[int]) -> str:
-    """A short fingerprint of a list of row indices (recorded on the data card)."""
-    return hashlib.sha256(",".join(map(str, sorted(rows))).encode()).hexdigest()[:16]
 
 
 def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
@@ -146,14 +142,14 @@ def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:
         train_items = items
         validation: dict[str, Any] = {"source": data_cfg["val"], "configurations": len(val_items)}
     else:
-        split_seed = int(data_cfg.get("split_seed", 0))
+        seed_of_split = split_seed_of(data_cfg)
         train_rows, val_rows = validation_split(
-            len(items), float(data_cfg.get("val_fraction", 0.05)), split_seed
+            len(items), float(data_cfg.get("val_fraction", 0.05)), seed_of_split
         )
         train_items = [items[i] for i in train_rows]
         val_items = [items[i] for i in val_rows]
         validation = {
-            "split_seed": split_seed,
+            "split_seed": seed_of_split,
             "configurations": len(val_rows),
             "rows_sha256": rows_digest(val_rows),
         }

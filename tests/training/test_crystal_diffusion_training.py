@@ -11,6 +11,7 @@ import torch
 
 from matgen.cli import main
 from matgen.generators.crystal.checkpoint import load_crystal_diffusion
+from matgen.training.crystal_diffusion_train import hold_out, load_sources
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def trained(tmp_path_factory):
         "data": {"train": [{"dataset": "perov_5", "split": "train"}], "val_fraction": 0.05},
         "training": {
             "max_epochs": 2,
+            "seed": 7,  # not the split seed: the held-out rows are drawn with split_seed 0
             "accelerator": "cpu",
             "val_every": 1,
             "limit_train_batches": 3,
@@ -53,6 +55,21 @@ def test_training_writes_a_weights_only_checkpoint_with_its_card(trained):
     card = json.loads((trained / "model.json").read_text())
     assert card["n_train"] == meta["n_train"] and card["evaluation"] == {}
     assert card["sha256"] == load_crystal_diffusion(trained / "model.pt").metadata["sha256"]
+
+
+def test_held_out_rows_follow_the_split_seed_not_the_training_seed(trained):
+    collection = load_sources([{"dataset": "perov_5", "split": "train"}])
+    meta = torch.load(trained / "model.pt", weights_only=True)["metadata"]
+    _, val, fields = hold_out(collection, {"val_fraction": 0.05})
+    # the fixture trained with seed 7 and the default split seed; its card names these rows
+    assert fields == {"split_seed": 0, "val_rows_sha256": meta["training_data"]["val_rows_sha256"]}
+    assert meta["training_data"]["split_seed"] == 0 and len(val) == meta["n_val"] == 51
+    train, val_again, again = hold_out(collection, {"val_fraction": 0.05, "split_seed": 0})
+    assert again == fields and len(train) + len(val_again) == len(collection)
+    other = hold_out(collection, {"val_fraction": 0.05, "split_seed": 3})[2]
+    assert other["split_seed"] == 3 and other["val_rows_sha256"] != fields["val_rows_sha256"]
+    with pytest.raises(ValueError, match="split_seed must be a non-negative integer"):
+        hold_out(collection, {"split_seed": "one"})
 
 
 def test_generate_writes_extxyz_and_cif_zip(trained, tmp_path, capsys):

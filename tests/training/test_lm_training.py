@@ -212,6 +212,24 @@ def test_malformed_smiles_are_skipped_and_counted(monkeypatch):
     assert all(b.startswith("[") for b in sources["corpus"])
 
 
+def test_held_out_rows_follow_the_split_seed_not_the_training_seed(root, tmp_path):
+    def held_out(seed: int, **data) -> tuple[dict, list[str]]:
+        config = _tiny_crystal_config(tmp_path, seed=seed)
+        config["data"].update(data)
+        sources = build_sources(config, log=lambda *_: None)
+        val = sources["val"]
+        return sources["info"], [val.structures[i].composition.formula for i in range(len(val))]
+
+    info, rows = held_out(0)
+    assert info["split_seed"] == 0 and len(info["val_rows_sha256"]) == 16
+    assert held_out(5) == (info, rows)  # another training seed validates on the same rows
+    other, other_rows = held_out(5, split_seed=2)
+    assert other["split_seed"] == 2 and other["val_rows_sha256"] != info["val_rows_sha256"]
+    assert other_rows != rows
+    with pytest.raises(ValueError, match="split_seed must be a non-negative integer"):
+        held_out(0, split_seed=-1)
+
+
 def test_site_order_sorted_writes_sorted_bodies_and_is_checked(root, tmp_path):
     config = _tiny_crystal_config(tmp_path)
     config["data"].update({"site_order": "sorted", "infill_fraction": 0.0, "drop_prob": 1.0})

@@ -20,10 +20,10 @@ from matgen.training.mlff_module import stage_two_due
 from matgen.training.mlff_train import (
     export_run,
     load_config,
-    rows_digest,
     train_mlff,
     validation_split,
 )
+from matgen.training.splits import rows_digest
 
 
 @pytest.fixture(scope="module")
