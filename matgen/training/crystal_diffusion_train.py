@@ -43,7 +43,7 @@ from matgen.generators.crystal.checkpoint import save_crystal_diffusion
 from matgen.generators.crystal.dataset import CrystalDataset, prepare_collection
 from matgen.generators.crystal.denoiser_config import preset
 from matgen.generators.crystal.model import CrystalDiffusionConfig
-from matgen.training.splits import rows_digest, split_seed_of
+from matgen.training.splits import rows_digest, split_seed_of, validation_split
 
 __all__ = [
     "hold_out",
@@ -118,11 +118,10 @@ def hold_out(
     """Training and validation parts of ``collection``: a ``val_fraction`` (default 0.05) of
     its rows, drawn with ``data.split_seed``; and the card fields that name them."""
     seed = split_seed_of(data_cfg)
-    order = np.random.default_rng(seed).permutation(len(collection))
-    n_val = max(1, round(float(data_cfg.get("val_fraction", 0.05)) * len(collection)))
-    val_rows = np.sort(order[:n_val])
-    fields = {"split_seed": seed, "val_rows_sha256": rows_digest(val_rows.tolist())}
-    return collection.subset(np.sort(order[n_val:])), collection.subset(val_rows), fields
+    fraction = float(data_cfg.get("val_fraction", 0.05))
+    train_rows, val_rows = validation_split(len(collection), fraction, seed)
+    fields = {"split_seed": seed, "val_rows_sha256": rows_digest(val_rows)}
+    return collection.subset(train_rows), collection.subset(val_rows), fields
 
 
 def model_config(config: dict[str, Any], train: AtomsCollection) -> CrystalDiffusionConfig:

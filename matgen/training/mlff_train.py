@@ -44,9 +44,9 @@ from matgen.mlff.statistics import (
     training_statistics,
 )
 from matgen.training.mlff_module import BestEMAExport, MLFFDataModule, MLFFModule
-from matgen.training.splits import rows_digest, split_seed_of
+from matgen.training.splits import rows_digest, split_seed_of, validation_split
 
-__all__ = ["load_config", "train_mlff", "validation_split"]
+__all__ = ["load_config", "train_mlff"]
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -71,20 +71,6 @@ def _atomic_energies(spec: Any) -> dict[int, float] | None:
     if isinstance(spec, dict):
         return {int(z): float(e) for z, e in spec.items()}
     raise ValueError(f"atomic_energies must be 'fit', a data source or {{Z: eV}}, got {spec!r}")
-
-
-def validation_split(n: int, fraction: float, split_seed: int = 0) -> tuple[list[int], list[int]]:
-    """Training and validation row indices: a ``fraction`` of ``n`` rows (at least one) drawn
-    with ``split_seed``. The training seed plays no part, so runs that differ only in it, and
-    fine-tunes of a model on its own data, hold out the same rows."""
-    if not 0.0 < fraction < 1.0 or n < 2:
-        raise ValueError(
-            f"val_fraction must lie strictly between 0 and 1, with at least 2 training rows "
-            f"to split (got {fraction} of {n} rows)"
-        )
-    order = np.random.default_rng(split_seed).permutation(n)
-    n_val = min(n - 1, max(1, round(fraction * n)))
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
 def train_mlff(config: dict[str, Any], *, log: Any = print) -> Path:

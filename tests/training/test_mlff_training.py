@@ -21,9 +21,8 @@ from matgen.training.mlff_train import (
     export_run,
     load_config,
     train_mlff,
-    validation_split,
 )
-from matgen.training.splits import rows_digest
+from matgen.training.splits import rows_digest, validation_split
 
 
 @pytest.fixture(scope="module")
