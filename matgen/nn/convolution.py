@@ -13,16 +13,56 @@ The evaluation differs: per path, the harmonics are contracted with the Wigner s
 ``H_ij = α_p W3j · Y_ij`` ``(d1, d3)`` with no channel axis, the sender features are scaled by
 their path weights, one batched matrix product per edge gives the path's messages, and they are
 summed into the nodes at once. Each per-edge ``(E, C, d3)`` tensor is written once and read once,
-against several passes in e3nn's generated code, which is what bounds this operation on CPUs.
+against several passes in e3nn's generated code.
+
+On CPUs, the whole operation (gather, coupling, weighting and neighbour sum, and its backward
+pass) runs as one compiled kernel (:mod:`matgen.nn._conv_kernel`) in evaluation mode, so that no
+per-edge tensor is written at all: the eager operations spend most of their time moving small
+per-edge tensors through memory. Training (``module.training``) uses the eager operations above,
+and so does a second derivative taken through the kernel (a force loss in evaluation mode).
 """
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 from e3nn import o3
 from torch import nn
 
 __all__ = ["ChannelwiseConvolution"]
+
+
+class _CompiledConvolution(torch.autograd.Function):
+    """``(x (N, D_in, C), y (E, D_edge), w (E, P, C)) -> (N, D_out, C)`` by the numba kernels.
+
+    A backward pass that must itself be differentiable (``create_graph=True``, e.g. a force
+    loss) runs the same arithmetic as eager operations instead."""
+
+    @staticmethod
+    def forward(ctx, x, y, w, sender, receiver, module):
+        from matgen.nn._conv_kernel import conv_forward
+
+        arrays = [t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver)]
+        out = np.zeros((x.shape[0], module._out_rows, x.shape[2]), dtype=arrays[0].dtype)
+        conv_forward(*arrays, *module._tables[out.dtype], out)
+        ctx.save_for_backward(x, y, w, sender, receiver)
+        ctx.module = module
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from matgen.nn._conv_kernel import conv_backward
+
+        x, y, w, sender, receiver = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return *ctx.module._backward_eager(x, y, w, sender, receiver, grad), None, None, None
+        arrays = [t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver)]
+        gx, gy, gw = np.zeros_like(arrays[0]), np.zeros_like(arrays[1]), np.empty_like(arrays[2])
+        tables = ctx.module._tables[gx.dtype]
+        conv_backward(*arrays, *tables, grad.contiguous().numpy(), gx, gy, gw)
+        return torch.from_numpy(gx), torch.from_numpy(gy), torch.from_numpy(gw), None, None, None
 
 
 class ChannelwiseConvolution(nn.Module):
@@ -69,6 +109,13 @@ class ChannelwiseConvolution(nn.Module):
         if sorted(outs) != list(range(len(self.irreps_out))):
             raise ValueError("every output irrep must come from exactly one instruction")
         self._paths: list[tuple[int, int, int, int]] = []  # (i_node, i_out, d1, d3)
+        in_rows = np.cumsum([0] + [ir.dim for _, ir in self.irreps_node])
+        out_rows = np.cumsum([0] + [ir.dim for _, ir in self.irreps_out])
+        # Tables of the compiled kernel: per path (row in, d1, row out, d3) and the start of its
+        # coupling entries (m2, m1 * d3 + m3, coefficient).
+        path_rows: list[tuple[int, int, int, int]] = []
+        entries: list[tuple[int, int, float]] = []
+        starts = [0]
         for k, ins in enumerate(reference.instructions):
             l1 = self.irreps_node[ins.i_in1].ir
             l2 = self.irreps_edge[ins.i_in2].ir
@@ -82,8 +129,36 @@ class ChannelwiseConvolution(nn.Module):
                 persistent=False,
             )
             self._paths.append((ins.i_in1, ins.i_out, l1.dim, l3.dim))
+            path_rows.append((in_rows[ins.i_in1], l1.dim, out_rows[ins.i_out], l3.dim))
+            flat = coupling.reshape(self.irreps_edge.dim, -1)
+            m2, h = torch.nonzero(flat, as_tuple=True)
+            entries += zip(m2.tolist(), h.tolist(), flat[m2, h].tolist(), strict=True)
+            starts.append(len(entries))
+        m2s, hs, coefficients = zip(*entries, strict=True)
+        index_tables = tuple(
+            np.asarray(t, dtype=np.int64) for t in (*zip(*path_rows, strict=True), starts, m2s, hs)
+        )
+        self._tables = {
+            np.dtype(dt): (*index_tables, np.asarray(coefficients, dtype=dt))
+            for dt in (np.float64, np.float32)
+        }
+        self._out_rows = int(out_rows[-1])
+        self._out_row_spans = [(int(a), int(b)) for a, b in itertools.pairwise(out_rows)]
 
     def forward(
+        self,
+        node_feats: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        weights: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+    ) -> torch.Tensor:
+        compiled = node_feats.dtype in (torch.float32, torch.float64)
+        if compiled and node_feats.device.type == "cpu" and not self.training:
+            return self._forward_compiled(node_feats, edge_attrs, weights, sender, receiver)
+        return self._forward_eager(node_feats, edge_attrs, weights, sender, receiver)
+
+    def _forward_eager(
         self,
         node_feats: torch.Tensor,
         edge_attrs: torch.Tensor,
@@ -108,3 +183,57 @@ class ChannelwiseConvolution(nn.Module):
             node = msg.new_zeros(n, c, d3).index_add(0, receiver, msg)
             outputs[i_out] = node.reshape(n, c * d3)
         return torch.cat(outputs, dim=1)
+
+    def _forward_compiled(
+        self,
+        node_feats: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        weights: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+    ) -> torch.Tensor:
+        n, c, dtype = node_feats.shape[0], self.channels, node_feats.dtype
+        x = torch.cat(
+            [
+                node_feats[:, sl].view(n, c, ir.dim).transpose(1, 2)
+                for sl, (_, ir) in zip(self.irreps_node.slices(), self.irreps_node, strict=True)
+            ],
+            dim=1,
+        )
+        w = weights.to(dtype).view(-1, len(self._paths), c)
+        out = _CompiledConvolution.apply(x, edge_attrs.to(dtype), w, sender, receiver, self)
+        return torch.cat(
+            [out[:, a:b].transpose(1, 2).reshape(n, c * (b - a)) for a, b in self._out_row_spans],
+            dim=1,
+        )
+
+    def _backward_eager(
+        self,
+        x: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        weights: torch.Tensor,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+        grad: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The compiled backward pass by differentiable operations: ``grad`` ``(N, D_out, C)``
+        -> gradients of ``x`` ``(N, D_in, C)``, ``edge_attrs`` and ``weights`` ``(E, P, C)``."""
+        p_in, p_d1, p_out, p_d3 = (t.tolist() for t in self._tables[np.dtype(np.float64)][:4])
+        gx = torch.zeros_like(x)
+        gy = torch.zeros_like(edge_attrs)
+        gw = []
+        for k in range(len(self._paths)):
+            i0, d1, o0, d3 = p_in[k], p_d1[k], p_out[k], p_d3[k]
+            coupling = getattr(self, f"coupling_{k}").to(x.dtype)
+            h = (edge_attrs @ coupling).view(-1, d1, d3)
+            g = grad[:, o0 : o0 + d3].index_select(0, receiver)  # (E, d3, C)
+            xs = x[:, i0 : i0 + d1].index_select(0, sender)  # (E, d1, C)
+            w = weights[:, k, None, :]
+            t = torch.bmm(h, g)  # sum_m3 H[m1, m3] g[m3, c]
+            gx = gx.index_add(
+                0, sender, torch.nn.functional.pad(t * w, (0, 0, i0, x.shape[1] - i0 - d1))
+            )
+            gw.append((xs * t).sum(dim=1))
+            gh = torch.bmm(xs * w, g.transpose(1, 2))  # (E, d1, d3)
+            gy = gy + gh.reshape(-1, d1 * d3) @ coupling.T
+        return gx, gy, torch.stack(gw, dim=1)

@@ -23,6 +23,7 @@ from e3nn import o3
 from torch import nn
 
 from matgen.nn.convolution import ChannelwiseConvolution
+from matgen.nn.element_linear import ElementLinear
 
 __all__ = [
     "ElementInteraction",
@@ -97,7 +98,7 @@ class InteractionBlock(nn.Module):
         self.edge_irreps = o3.Irreps(edge_irreps)
         self.target_irreps = o3.Irreps(target_irreps)
         self.hidden_irreps = o3.Irreps(hidden_irreps)
-        self.element_irreps = o3.Irreps(f"{num_elements}x0e")
+        self.num_elements = int(num_elements)
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.linear_up = o3.Linear(self.node_irreps, self.node_irreps)
         mid_irreps, instructions = convolution_irreps(
@@ -132,9 +133,7 @@ class ElementInteraction(InteractionBlock):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.skip_tp = o3.FullyConnectedTensorProduct(
-            self.target_irreps, self.element_irreps, self.target_irreps
-        )
+        self.skip_tp = ElementLinear(self.target_irreps, self.num_elements, self.target_irreps)
 
     def forward(
         self,
@@ -155,9 +154,7 @@ class ResidualInteraction(InteractionBlock):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.skip_tp = o3.FullyConnectedTensorProduct(
-            self.node_irreps, self.element_irreps, self.hidden_irreps
-        )
+        self.skip_tp = ElementLinear(self.node_irreps, self.num_elements, self.hidden_irreps)
 
     def forward(
         self,

@@ -160,7 +160,7 @@ def relax_batched(
     """
     params = params or FIREParameters()
     device = torch.device(device)
-    model = model.to(device=device, dtype=dtype)
+    model = model.to(device=device, dtype=dtype).eval()
     results: list[RelaxResult | None] = [None] * len(structures)
     waiting = list(range(len(structures)))[::-1]
     active: _Packed | None = None
