@@ -12,6 +12,7 @@ so forces and stress are exact derivatives of the same energy. A model only has 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -60,7 +61,10 @@ def energy_forces_stress(
         eye = torch.eye(3, dtype=cell.dtype, device=cell.device)
         positions = positions + torch.einsum("ni,nij->nj", positions, sym[batch.batch])
         cell = torch.matmul(cell, eye + sym)
-    with torch.enable_grad() if need_grad else contextlib.nullcontext():
+    with (
+        torch.enable_grad() if need_grad else contextlib.nullcontext(),
+        _frozen(model) if need_grad and not create_graph else contextlib.nullcontext(),
+    ):
         site = model.site_energies(positions, cell, batch, species)
         energy = site.new_zeros(len(batch)).index_add(0, batch.batch, site)
         out: dict[str, torch.Tensor] = {
@@ -83,3 +87,21 @@ def energy_forces_stress(
                     periodic[:, None, None], g / safe[:, None, None], torch.zeros_like(g)
                 )
     return out
+
+
+@contextlib.contextmanager
+def _frozen(model: SiteEnergyModel) -> Iterator[None]:
+    """Parameters without gradients for one call whose energy is returned detached (nothing can
+    reach them), so that backward passes skip the parameter gradients."""
+    params = (
+        [p for p in model.parameters() if p.requires_grad]
+        if isinstance(model, torch.nn.Module)
+        else []
+    )
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -8,16 +8,19 @@ second input the product is a linear map of the features chosen by the element:
 
 e3nn evaluates it as a contraction with the whole one-hot, that is ``Z`` times the arithmetic and
 ``Z`` copies of the weights per node. :class:`ElementLinear` keeps e3nn's module, weights and
-numbers, and on CPUs groups the nodes by element and applies each present element's matrices
-once (one matrix product per element and path). Other devices use e3nn's evaluation.
+numbers. On CPUs it applies each node's own matrices: in evaluation mode with a compiled kernel
+(numba, :func:`_element_linear_forward`), in training mode by grouping the nodes by element (one
+matrix product per present element and path). Other devices use e3nn's evaluation.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from e3nn import o3
+from numba import njit
 
 __all__ = ["ElementLinear"]
 
@@ -55,11 +58,20 @@ class ElementLinear(o3.FullyConnectedTensorProduct):
         self._grouped = [ins.i_out for ins in self.instructions] == list(
             range(len(self.irreps_out))
         )
+        out_starts = [sl.start for sl in self.irreps_out.slices()]
+        columns = [
+            (o, sl.start, out_starts[k], u, v, d)
+            for k, (o, sl, u, v, d, _) in enumerate(self._paths)
+        ]
+        self._tables = tuple(np.asarray(t, dtype=np.int64) for t in zip(*columns, strict=True))
+        self._alphas = np.asarray([p[5] for p in self._paths], dtype=np.float64)
 
     def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.shape[0] == 0 or not self._grouped:
             return super().forward(x, node_attrs)
         species = node_attrs.argmax(dim=1)
+        if not self.training and x.dtype in (torch.float32, torch.float64):
+            return _CompiledElementLinear.apply(x, self.weight.to(x.dtype), species, self)
         order = torch.argsort(species, stable=True)
         present, counts = torch.unique_consecutive(species[order], return_counts=True)
         xs = x[order]
@@ -83,3 +95,98 @@ class ElementLinear(o3.FullyConnectedTensorProduct):
             )
             start += count
         return torch.cat(parts, dim=0).index_select(0, torch.argsort(order))
+
+    def _backward_eager(
+        self, x: torch.Tensor, weight: torch.Tensor, species: torch.Tensor, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The compiled backward pass by differentiable operations: gradients of ``x`` and of
+        the flat weights."""
+        n, n_el = x.shape[0], self.num_elements
+        out_slices = self.irreps_out.slices()
+        gx, gw = torch.zeros_like(x), []
+        for k, (o, sl, u, v, d, alpha) in enumerate(self._paths):
+            w = weight[o : o + u * n_el * v].view(u, n_el, v)
+            xp = x[:, sl].view(n, u, d)
+            gp = grad[:, out_slices[k]].view(n, v, d)
+            piece = alpha * torch.bmm(w[:, species].transpose(0, 1), gp).reshape(n, u * d)
+            gx = gx.index_add(1, torch.arange(sl.start, sl.stop, device=x.device), piece)
+            outer = torch.einsum("num,nvm->unv", xp, gp)
+            gw.append(alpha * torch.zeros_like(w).index_add(1, species, outer).reshape(-1))
+        return gx, torch.cat(gw)
+
+
+class _CompiledElementLinear(torch.autograd.Function):
+    """``(x (N, dim in), flat weights, species (N,)) -> (N, dim out)`` by the numba kernels; a
+    backward pass that must be differentiable runs the same arithmetic as eager operations."""
+
+    @staticmethod
+    def forward(ctx, x, weight, species, module):
+        arrays = [t.detach().contiguous().numpy() for t in (x, weight, species)]
+        out = np.zeros((x.shape[0], module.irreps_out.dim), dtype=arrays[0].dtype)
+        alphas = module._alphas.astype(out.dtype)
+        _element_linear_forward(*arrays, module.num_elements, *module._tables, alphas, out)
+        ctx.save_for_backward(x, weight, species)
+        ctx.module = module
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, species = ctx.saved_tensors
+        module = ctx.module
+        if torch.is_grad_enabled():
+            return *module._backward_eager(x, weight, species, grad), None, None
+        arrays = [t.detach().contiguous().numpy() for t in (x, weight, species)]
+        gx, gw = np.zeros_like(arrays[0]), np.zeros_like(arrays[1])
+        weight_grad = bool(ctx.needs_input_grad[1])
+        alphas = module._alphas.astype(gx.dtype)
+        _element_linear_backward(
+            *arrays,
+            module.num_elements,
+            *module._tables,
+            alphas,
+            grad.contiguous().numpy(),
+            gx,
+            gw,
+            weight_grad,
+        )
+        return torch.from_numpy(gx), torch.from_numpy(gw) if weight_grad else None, None, None
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _element_linear_forward(
+    x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, out
+):
+    """``out[n, o + v d + m] += α sum_u W[u, z_n, v] x[n, i + u d + m]`` for every path."""
+    for n in range(x.shape[0]):
+        z = species[n]
+        for p in range(w_off.shape[0]):
+            d = dim[p]
+            mv = mul_out[p]
+            for u in range(mul_in[p]):
+                base = w_off[p] + (u * n_el + z) * mv
+                for m in range(d):
+                    xv = alpha[p] * x[n, i_off[p] + u * d + m]
+                    for v in range(mv):
+                        out[n, o_off[p] + v * d + m] += xv * w[base + v]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _element_linear_backward(
+    x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, g, gx, gw, weight_grad
+):
+    for n in range(x.shape[0]):
+        z = species[n]
+        for p in range(w_off.shape[0]):
+            d = dim[p]
+            mv = mul_out[p]
+            for u in range(mul_in[p]):
+                base = w_off[p] + (u * n_el + z) * mv
+                for m in range(d):
+                    acc = 0.0
+                    for v in range(mv):
+                        acc += w[base + v] * g[n, o_off[p] + v * d + m]
+                    gx[n, i_off[p] + u * d + m] += alpha[p] * acc
+                    if weight_grad:
+                        xv = alpha[p] * x[n, i_off[p] + u * d + m]
+                        for v in range(mv):
+                            gw[base + v] += xv * g[n, o_off[p] + v * d + m]

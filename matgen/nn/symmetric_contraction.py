@@ -25,6 +25,7 @@ import functools
 import itertools
 import math
 
+import numpy as np
 import torch
 from e3nn import o3
 from torch import nn
@@ -221,9 +222,30 @@ class SymmetricContraction(nn.Module):
             m[rows, lo:hi, k0:k1] = coeff
             k0 = k1
         # (O K, Q), sparse: about 1% of the entries are non-zero.
-        m_t = m.permute(1, 2, 0).reshape(-1, len(index)).to(dtype=u0.dtype, device=u0.device)
-        self.register_buffer("monomial_coefficients_t", m_t.to_sparse(), persistent=False)
+        m_t = m.permute(1, 2, 0).reshape(-1, len(index))
+        self.register_buffer(
+            "monomial_coefficients_t",
+            m_t.to(dtype=u0.dtype, device=u0.device).to_sparse(),
+            persistent=False,
+        )
         self._weight_keys = [f"{j}_{nu}" for j, nu, *_ in blocks]
+        # Tables of the compiled kernel: each monomial's last coordinate and lower factor, and
+        # the non-zero coefficients row by row (row o * K + k).
+        rows, cols = torch.nonzero(m_t, as_tuple=True)  # row-major order
+        present, counts = torch.unique_consecutive(rows, return_counts=True)
+        index_tables = [
+            [t[-1] for t in index],
+            [position[t[:-1]] if len(t) > 1 else -1 for t in index],
+            (present // k_total).tolist(),
+            (present % k_total).tolist(),
+            [0, *itertools.accumulate(counts.tolist())],
+            cols.tolist(),
+        ]
+        index_tables = tuple(np.asarray(t, dtype=np.int64) for t in index_tables)
+        self._tables = {
+            np.dtype(dt): (*index_tables, m_t[rows, cols].numpy().astype(dt))
+            for dt in (np.float64, np.float32)
+        }
 
     def monomials(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, D) -> (Q, N * C)``: every distinct monomial of degree 1..correlation in use,
@@ -248,14 +270,96 @@ class SymmetricContraction(nn.Module):
         ``Z = M^T m`` contracts the (very sparse) coefficient matrix with the monomials ``m``
         once for all elements, ``(O K, N C)``; each node then takes its element's weights:
         ``A[n, c, o] = sum_k Z[o, k, n, c] w[z_n, k, c]``."""
+        if (
+            x.device.type == "cpu"
+            and not self.training
+            and x.dtype in (torch.float32, torch.float64)
+        ):
+            return self._forward_compiled(x, elements)
         n, c, _ = x.shape
         mono = self.monomials(x)  # (Q, N C)
         o, k = self._out_offsets[-1], self.monomial_coefficients_t.shape[0] // self._out_offsets[-1]
         z = torch.sparse.mm(self.monomial_coefficients_t, mono).view(o, k, n, c)
-        w = torch.cat([self.weights[key] for key in self._weight_keys], dim=1)  # (E, K, C)
+        w = self._element_weights()  # (Z, K, C)
         out = (z * w[elements].transpose(0, 1)).sum(dim=1)  # (O, N, C)
         blocks = [
             out[self._out_offsets[j] : self._out_offsets[j + 1]].permute(1, 2, 0).reshape(n, -1)
             for j in range(len(self.irreps_out))
         ]
         return torch.cat(blocks, dim=-1)
+
+    def _element_weights(self) -> torch.Tensor:
+        """``(Z, K, C)``: every element's weights, in the order of the coefficient rows."""
+        return torch.cat([self.weights[key] for key in self._weight_keys], dim=1)
+
+    def _to_e3nn(self, out: torch.Tensor) -> torch.Tensor:
+        """``(N, O, C)`` -> ``(N, C * dim(irreps_out))``, channels outer within each irrep."""
+        n = out.shape[0]
+        offsets = self._out_offsets
+        return torch.cat(
+            [out[:, a:b].transpose(1, 2).reshape(n, -1) for a, b in itertools.pairwise(offsets)],
+            dim=-1,
+        )
+
+    def _forward_compiled(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
+        w = self._element_weights().to(x.dtype)
+        return self._to_e3nn(_CompiledContraction.apply(x.transpose(1, 2), w, elements, self))
+
+    def _backward_eager(
+        self, xt: torch.Tensor, w: torch.Tensor, elements: torch.Tensor, g: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The compiled backward pass by differentiable operations: ``g`` ``(N, O, C)`` ->
+        gradients of ``xt`` ``(N, D, C)`` and ``w`` ``(Z, K, C)``."""
+        n, d, c = xt.shape
+        o = self._out_offsets[-1]
+        k = self.monomial_coefficients_t.shape[0] // o
+        mono = self.monomials(xt.transpose(1, 2))  # (Q, N C)
+        coefficients = self.monomial_coefficients_t.to(xt.dtype)
+        g_onc = g.permute(1, 0, 2)  # (O, N, C)
+        gz = g_onc[:, None] * w[elements].permute(1, 0, 2)[None]  # (O, K, N, C)
+        gm = torch.sparse.mm(coefficients.t(), gz.reshape(o * k, n * c))  # (Q, N C)
+        z = torch.sparse.mm(coefficients, mono).view(o, k, n, c)
+        gw = torch.zeros_like(w).index_add(0, elements, (z * g_onc[:, None]).sum(0).transpose(0, 1))
+        rows = xt.permute(1, 0, 2).reshape(d, n * c)
+        gx = torch.zeros_like(rows)
+        for nu in range(self.correlation, 0, -1):
+            lo, hi = self._degree_slices[nu - 1]
+            g_nu = gm[lo:hi]
+            coord = getattr(self, f"monomial_coord_{nu}")
+            if nu == 1:
+                gx = gx.index_add(0, coord, g_nu)
+                continue
+            factor = getattr(self, f"monomial_factor_{nu}")
+            gm = gm.index_add(0, factor, g_nu * rows[coord])
+            gx = gx.index_add(0, coord, g_nu * mono[factor])
+        return gx.view(d, n, c).transpose(0, 1), gw
+
+
+class _CompiledContraction(torch.autograd.Function):
+    """``(x (N, D, C), w (Z, K, C), elements (N,)) -> (N, O, C)`` by the numba kernels; a
+    backward pass that must be differentiable runs the same arithmetic as eager operations."""
+
+    @staticmethod
+    def forward(ctx, xt, w, elements, module):
+        from matgen.nn._contraction_kernel import contraction_forward
+
+        arrays = [t.detach().contiguous().numpy() for t in (xt, elements, w)]
+        out = np.zeros((xt.shape[0], module._out_offsets[-1], xt.shape[2]), dtype=arrays[0].dtype)
+        contraction_forward(*arrays, *module._tables[out.dtype], out)
+        ctx.save_for_backward(xt, w, elements)
+        ctx.module = module
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        from matgen.nn._contraction_kernel import contraction_backward
+
+        xt, w, elements = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return *ctx.module._backward_eager(xt, w, elements, grad), None, None
+        arrays = [t.detach().contiguous().numpy() for t in (xt, elements, w)]
+        gx, gw = np.zeros_like(arrays[0]), np.zeros_like(arrays[2])
+        tables = ctx.module._tables[gx.dtype]
+        weight_grad = bool(ctx.needs_input_grad[1])
+        contraction_backward(*arrays, *tables, grad.contiguous().numpy(), gx, gw, weight_grad)
+        return torch.from_numpy(gx), torch.from_numpy(gw) if weight_grad else None, None, None

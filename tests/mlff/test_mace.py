@@ -119,6 +119,8 @@ def test_compiled_cpu_kernels_equal_the_training_path(model, mp20_atoms, ethanol
         grads = torch.autograd.grad(loss, [p for p in m.parameters() if p.requires_grad])
         results.append(({k: v.detach() for k, v in out.items()}, grads))
     (compiled, g_compiled), (eager, g_eager) = results
+    model(batch)  # forces alone: parameters are frozen during the call, and restored
+    assert all(p.requires_grad for p in model.parameters())
     for key in ("energy", "forces", "stress"):
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-10, atol=1e-10)
     for a, b in zip(g_compiled, g_eager, strict=True):

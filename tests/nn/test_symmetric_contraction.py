@@ -91,3 +91,40 @@ def test_radial_features_vanish_smoothly_at_the_cutoff():
     assert f[1:].abs().max() == 0 and f[0].abs().max() < 1e-9
     (g,) = torch.autograd.grad(PolynomialCutoff(5.0)(r).sum(), r)
     assert g.abs().max() < 1e-9
+
+
+def _graph(t: torch.Tensor) -> set[str]:
+    seen, stack = {}, [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
+            stack += [f for f, _ in node.next_functions]
+    return set(seen.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("target", ["6x0e + 6x1o + 6x2e", "6x0e"])
+def test_compiled_kernel_equals_eager_operations(target, dtype):
+    """Evaluation mode on a CPU runs the compiled kernel, training mode the eager operations:
+    values, gradients (features and element weights) and second derivatives agree."""
+    torch.manual_seed(0)
+    sc = SymmetricContraction(COUPLING, target, correlation=3, num_elements=4, num_channels=6).to(
+        dtype
+    )
+    x = torch.randn(9, 6, COUPLING.dim, dtype=dtype, requires_grad=True)
+    z = torch.tensor([0, 3, 3, 1, 0, 2, 2, 2, 1])
+    weight = sc.weights[f"0_{sc.correlation}"]
+    results = []
+    for training in (False, True):
+        sc.train(training)
+        out = sc(x, z)
+        assert ("_CompiledContractionBackward" in _graph(out)) is not training
+        g = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        first = torch.autograd.grad(out, [x, weight], g, retain_graph=True)
+        gx, gw = torch.autograd.grad(out, [x, weight], g, create_graph=True)
+        second = torch.autograd.grad(gx.pow(2).sum() + gw.pow(2).sum(), [x, weight])
+        results.append((out, *first, *second))
+    tol = {"rtol": 1e-11, "atol": 1e-11} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, **tol)
