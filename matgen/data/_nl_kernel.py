@@ -8,7 +8,9 @@ the ``z`` component fixes the range of ``S2``; for each ``S2`` the remaining dis
 for each ``(S2, S1)`` the remaining segment fixes ``S0``. No candidate image is outside the
 sphere, so the work is proportional to the pairs and the edges, whatever the cell's shape.
 A non-periodic direction allows only ``S = 0`` there. Each unordered pair is enumerated once and
-written in both directions, ``(i, j, S)`` and ``(j, i, -S)``.
+written in both directions, ``(i, j, S)`` and ``(j, i, -S)``, as edges ``2k`` and ``2k + 1`` (an
+atom's own images too: ``(i, i, S)`` and ``(i, i, -S)``), so that models can evaluate functions of
+the pair distance once per pair.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _system(rot, frame, periodic, lo, hi, cutoff, out_i, out_j, out_s, start, wr
     p1 = periodic[1]
     p2 = periodic[2]
     for i in range(lo, hi):
-        # pairs i < j once, each image written as (i, j, S) and (j, i, -S); i == j finds S and -S
+        # pairs i <= j once, each image written as (i, j, S) and (j, i, -S)
         for j in range(i, hi):
             x0 = rot[j, 0] - rot[i, 0]
             y0 = rot[j, 1] - rot[i, 1]
@@ -71,8 +73,10 @@ def _system(rot, frame, periodic, lo, hi, cutoff, out_i, out_j, out_s, start, wr
                         continue
                     a0, b0 = _bounds(xb + s1 * t10, math.sqrt(sig2), u00, p0)
                     if i == j:
+                        # the sphere is symmetric: take S > 0 (lexicographically in s2, s1, s0)
+                        # and write S and -S next to each other
                         for s0 in range(a0, b0 + 1):
-                            if s0 == 0 and s1 == 0 and s2 == 0:
+                            if s2 < 0 or (s2 == 0 and (s1 < 0 or (s1 == 0 and s0 <= 0))):
                                 continue
                             if write:
                                 k = start + n
@@ -81,7 +85,12 @@ def _system(rot, frame, periodic, lo, hi, cutoff, out_i, out_j, out_s, start, wr
                                 out_s[k, 0] = s0
                                 out_s[k, 1] = s1
                                 out_s[k, 2] = s2
-                            n += 1
+                                out_i[k + 1] = i
+                                out_j[k + 1] = i
+                                out_s[k + 1, 0] = -s0
+                                out_s[k + 1, 1] = -s1
+                                out_s[k + 1, 2] = -s2
+                            n += 2
                     elif write:
                         for s0 in range(a0, b0 + 1):
                             k = start + n

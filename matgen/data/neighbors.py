@@ -136,7 +136,8 @@ def batched_neighbor_list(
 
     Returns:
         ``edge_index`` ``(2, E)`` int64 in global atom indices and ``shifts`` ``(E, 3)`` int64,
-        edges grouped by system in system order.
+        edges grouped by system in system order; edges ``2k`` and ``2k + 1`` are each other's
+        reverse, ``(i, j, S)`` and ``(j, i, -S)``.
 
     Raises:
         ValueError: naming the system, for non-finite positions or cells and degenerate periodic

@@ -178,14 +178,19 @@ class MACE(nn.Module):
                 item=batch.ids[s],
             )
         edge_attrs = self.spherical_harmonics(vectors)
-        edge_feats = self.radial(lengths)
+        # Radial weights depend on the distance alone: once per pair when edges 2k and 2k + 1
+        # are one pair's two directions (the batched neighbour list writes them so).
+        paired = _reverse_pairs(batch)
+        edge_feats = self.radial(lengths[0::2] if paired else lengths)
         edge_index = batch.edge_index
         node_feats = self.node_embedding(node_attrs)
         site = torch.zeros_like(positions[:, 0])
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
-            basis, sc = interaction(node_attrs, node_feats, edge_attrs, edge_feats, edge_index)
+            basis, sc = interaction(
+                node_attrs, node_feats, edge_attrs, edge_feats, edge_index, paired
+            )
             node_feats = product(basis, sc, species)
             site = site + readout(node_feats)
         scale, shift = self.config.scale, self.config.shift
@@ -207,3 +212,17 @@ class MACE(nn.Module):
         return energy_forces_stress(
             self, self.prepare(batch), forces=forces, stress=stress, create_graph=training
         )
+
+
+def _reverse_pairs(batch: AtomsBatch) -> bool:
+    """Whether edges ``2k`` and ``2k + 1`` are ``(i, j, S)`` and ``(j, i, -S)`` for every ``k``
+    (then both have the same length, exactly: the two edge vectors are exact negatives)."""
+    i, j = batch.edge_index
+    shifts = batch.shifts
+    if i.numel() == 0 or i.numel() % 2:
+        return False
+    return bool(
+        torch.equal(i[0::2], j[1::2])
+        and torch.equal(j[0::2], i[1::2])
+        and torch.equal(shifts[0::2], -shifts[1::2])
+    )

@@ -41,14 +41,14 @@ class _CompiledConvolution(torch.autograd.Function):
     loss) runs the same arithmetic as eager operations instead."""
 
     @staticmethod
-    def forward(ctx, x, y, w, sender, receiver, module):
+    def forward(ctx, x, y, w, sender, receiver, module, paired):
         from matgen.nn._conv_kernel import conv_forward
 
         arrays = [t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver)]
         out = np.zeros((x.shape[0], module._out_rows, x.shape[2]), dtype=arrays[0].dtype)
-        conv_forward(*arrays, *module._tables[out.dtype], out)
+        conv_forward(*arrays, int(paired), *module._tables[out.dtype], out)
         ctx.save_for_backward(x, y, w, sender, receiver)
-        ctx.module = module
+        ctx.module, ctx.paired = module, paired
         return torch.from_numpy(out)
 
     @staticmethod
@@ -56,13 +56,15 @@ class _CompiledConvolution(torch.autograd.Function):
         from matgen.nn._conv_kernel import conv_backward
 
         x, y, w, sender, receiver = ctx.saved_tensors
+        nones = (None,) * 4
         if torch.is_grad_enabled():
-            return *ctx.module._backward_eager(x, y, w, sender, receiver, grad), None, None, None
+            grads = ctx.module._backward_eager(x, y, w, sender, receiver, grad, ctx.paired)
+            return *grads, *nones
         arrays = [t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver)]
-        gx, gy, gw = np.zeros_like(arrays[0]), np.zeros_like(arrays[1]), np.empty_like(arrays[2])
+        gx, gy, gw = (np.zeros_like(a) for a in arrays[:3])
         tables = ctx.module._tables[gx.dtype]
-        conv_backward(*arrays, *tables, grad.contiguous().numpy(), gx, gy, gw)
-        return torch.from_numpy(gx), torch.from_numpy(gy), torch.from_numpy(gw), None, None, None
+        conv_backward(*arrays, int(ctx.paired), *tables, grad.contiguous().numpy(), gx, gy, gw)
+        return torch.from_numpy(gx), torch.from_numpy(gy), torch.from_numpy(gw), *nones
 
 
 class ChannelwiseConvolution(nn.Module):
@@ -152,10 +154,16 @@ class ChannelwiseConvolution(nn.Module):
         weights: torch.Tensor,
         sender: torch.Tensor,
         receiver: torch.Tensor,
+        *,
+        paired: bool = False,
     ) -> torch.Tensor:
+        """``paired``: edges ``2k`` and ``2k + 1`` are the two directions of one pair and share
+        one row of ``weights`` ``(E / 2, weight_numel)``."""
         compiled = node_feats.dtype in (torch.float32, torch.float64)
         if compiled and node_feats.device.type == "cpu" and not self.training:
-            return self._forward_compiled(node_feats, edge_attrs, weights, sender, receiver)
+            return self._forward_compiled(node_feats, edge_attrs, weights, sender, receiver, paired)
+        if paired:
+            weights = weights.repeat_interleave(2, dim=0)
         return self._forward_eager(node_feats, edge_attrs, weights, sender, receiver)
 
     def _forward_eager(
@@ -191,6 +199,7 @@ class ChannelwiseConvolution(nn.Module):
         weights: torch.Tensor,
         sender: torch.Tensor,
         receiver: torch.Tensor,
+        paired: bool,
     ) -> torch.Tensor:
         n, c, dtype = node_feats.shape[0], self.channels, node_feats.dtype
         x = torch.cat(
@@ -201,7 +210,7 @@ class ChannelwiseConvolution(nn.Module):
             dim=1,
         )
         w = weights.to(dtype).view(-1, len(self._paths), c)
-        out = _CompiledConvolution.apply(x, edge_attrs.to(dtype), w, sender, receiver, self)
+        out = _CompiledConvolution.apply(x, edge_attrs.to(dtype), w, sender, receiver, self, paired)
         return torch.cat(
             [out[:, a:b].transpose(1, 2).reshape(n, c * (b - a)) for a, b in self._out_row_spans],
             dim=1,
@@ -215,9 +224,13 @@ class ChannelwiseConvolution(nn.Module):
         sender: torch.Tensor,
         receiver: torch.Tensor,
         grad: torch.Tensor,
+        paired: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The compiled backward pass by differentiable operations: ``grad`` ``(N, D_out, C)``
-        -> gradients of ``x`` ``(N, D_in, C)``, ``edge_attrs`` and ``weights`` ``(E, P, C)``."""
+        -> gradients of ``x`` ``(N, D_in, C)``, ``edge_attrs`` and ``weights`` ``(E, P, C)``
+        (``(E / 2, P, C)`` when ``paired``)."""
+        if paired:
+            weights = weights.repeat_interleave(2, dim=0)
         p_in, p_d1, p_out, p_d3 = (t.tolist() for t in self._tables[np.dtype(np.float64)][:4])
         gx = torch.zeros_like(x)
         gy = torch.zeros_like(edge_attrs)
@@ -236,4 +249,7 @@ class ChannelwiseConvolution(nn.Module):
             gw.append((xs * t).sum(dim=1))
             gh = torch.bmm(xs * w, g.transpose(1, 2))  # (E, d1, d3)
             gy = gy + gh.reshape(-1, d1 * d3) @ coupling.T
-        return gx, gy, torch.stack(gw, dim=1)
+        gw = torch.stack(gw, dim=1)
+        if paired:
+            gw = gw.view(-1, 2, *gw.shape[1:]).sum(dim=1)
+        return gx, gy, gw

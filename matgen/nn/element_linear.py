@@ -157,36 +157,49 @@ def _element_linear_forward(
     x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, out
 ):
     """``out[n, o + v d + m] += α sum_u W[u, z_n, v] x[n, i + u d + m]`` for every path."""
+    tmp = np.empty(mul_out.max(), dtype=x.dtype)
     for n in range(x.shape[0]):
         z = species[n]
+        xn = x[n]
+        outn = out[n]
         for p in range(w_off.shape[0]):
             d = dim[p]
             mv = mul_out[p]
-            for u in range(mul_in[p]):
-                base = w_off[p] + (u * n_el + z) * mv
-                for m in range(d):
-                    xv = alpha[p] * x[n, i_off[p] + u * d + m]
+            for m in range(d):
+                for v in range(mv):
+                    tmp[v] = 0.0
+                for u in range(mul_in[p]):
+                    xv = alpha[p] * xn[i_off[p] + u * d + m]
+                    base = w_off[p] + (u * n_el + z) * mv
                     for v in range(mv):
-                        out[n, o_off[p] + v * d + m] += xv * w[base + v]
+                        tmp[v] += xv * w[base + v]
+                for v in range(mv):
+                    outn[o_off[p] + v * d + m] += tmp[v]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _element_linear_backward(
     x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, g, gx, gw, weight_grad
 ):
+    grow = np.empty(mul_out.max(), dtype=x.dtype)
     for n in range(x.shape[0]):
         z = species[n]
+        xn = x[n]
+        gn = g[n]
+        gxn = gx[n]
         for p in range(w_off.shape[0]):
             d = dim[p]
             mv = mul_out[p]
-            for u in range(mul_in[p]):
-                base = w_off[p] + (u * n_el + z) * mv
-                for m in range(d):
+            for m in range(d):
+                for v in range(mv):
+                    grow[v] = gn[o_off[p] + v * d + m]
+                for u in range(mul_in[p]):
+                    base = w_off[p] + (u * n_el + z) * mv
                     acc = 0.0
                     for v in range(mv):
-                        acc += w[base + v] * g[n, o_off[p] + v * d + m]
-                    gx[n, i_off[p] + u * d + m] += alpha[p] * acc
+                        acc += w[base + v] * grow[v]
+                    gxn[i_off[p] + u * d + m] += alpha[p] * acc
                     if weight_grad:
-                        xv = alpha[p] * x[n, i_off[p] + u * d + m]
+                        xv = alpha[p] * xn[i_off[p] + u * d + m]
                         for v in range(mv):
-                            gw[base + v] += xv * g[n, o_off[p] + v * d + m]
+                            gw[base + v] += xv * grow[v]

@@ -99,6 +99,12 @@ def test_equals_vesin_on_2000_mp20_structures(mp20_test, threads):
     assert (np.diff(system) >= 0).all()  # grouped by system, in order
     assert (system == batch.batch.numpy()[ours[0][1]]).all()
     assert _edge_set(*ours) == _edge_set(*_per_system_vesin(*args, 5.0))
+    # edges 2k and 2k + 1 are each other's reverse, own images included
+    (i, j), s = ours
+    assert len(s) % 2 == 0
+    assert (i[0::2] == j[1::2]).all() and (j[0::2] == i[1::2]).all()
+    assert (s[0::2] == -s[1::2]).all()
+    assert (i == j).any()  # self-images are among them
 
 
 def test_with_neighbors_methods_agree(mp20_test):

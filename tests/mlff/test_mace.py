@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -125,6 +126,25 @@ def test_compiled_cpu_kernels_equal_the_training_path(model, mp20_atoms, ethanol
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-10, atol=1e-10)
     for a, b in zip(g_compiled, g_eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_radial_weights_once_per_pair_change_nothing(model, mp20_atoms, ethanol, training):
+    """The batched neighbour list writes each pair's two directions as edges 2k and 2k + 1, and
+    the model evaluates the radial MLP once per pair; the same edges shuffled (no pairs) give
+    the same energies, forces and stress."""
+    from matgen.mlff.mace import _reverse_pairs
+
+    batch = model.prepare(AtomsBatch.from_atoms([*mp20_atoms, ethanol]))
+    order = torch.randperm(batch.num_edges, generator=torch.Generator().manual_seed(0))
+    shuffled = dataclasses.replace(
+        batch, edge_index=batch.edge_index[:, order], shifts=batch.shifts[order]
+    )
+    assert _reverse_pairs(batch) and not _reverse_pairs(shuffled)
+    module = copy.deepcopy(model).train(training)
+    paired, unpaired = module(batch), module(shuffled)
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(paired[key], unpaired[key], rtol=1e-12, atol=1e-12)
 
 
 def test_energy_and_forces_continuous_across_the_cutoff(model):

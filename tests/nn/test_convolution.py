@@ -132,3 +132,21 @@ def test_second_derivatives_through_the_kernel():
     assert "_CompiledConvolutionBackward" not in _graph(eager_out)
     for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_paired_edges_share_one_weight_row(training):
+    """``paired=True``: edges 2k and 2k + 1 read weight row k; the same as duplicated rows."""
+    conv, (x, y, w), edges = _random_convolution("4x0e + 4x1o", torch.float64)
+    conv.train(training)
+    half = w[0::2].detach().clone().requires_grad_(True)
+    out = conv(x, y, half, *edges, paired=True)
+    reference = conv(x, y, half.repeat_interleave(2, dim=0), *edges)
+    torch.testing.assert_close(out, reference, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(out)
+    for a, b in zip(
+        torch.autograd.grad(out, [x, y, half], g),
+        torch.autograd.grad(reference, [x, y, half], g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
