@@ -21,12 +21,12 @@ compared with the cutoff (many images) and strongly skewed cells are handled by 
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from matgen.data.threads import thread_pool
 
 __all__ = ["batched_neighbor_list", "edge_vectors", "neighbor_list"]
 
@@ -212,19 +212,6 @@ def _triangular_frames(cell: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, n
     return np.ascontiguousarray(rotations), np.ascontiguousarray(frames)
 
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A thread pool of this process (a forked child gets its own)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < workers:
-            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nl"))
-        return _POOL[1]
-
-
 def _run_kernel(
     rotated: np.ndarray,
     frames: np.ndarray,
@@ -247,7 +234,7 @@ def _run_kernel(
     chunks = [c for c in np.split(systems, bounds) if len(c)]
     counts = [np.zeros(len(c), dtype=np.int64) for c in chunks]
     args = (rotated, frames, pbc, offsets)
-    pool = _pool(len(chunks))
+    pool = thread_pool(len(chunks))
     list(pool.map(lambda k: count_edges(*args, chunks[k], cutoff, counts[k]), range(len(chunks))))
     sizes = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
     starts = np.zeros(len(sizes) + 1, dtype=np.int64)

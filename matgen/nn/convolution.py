@@ -31,7 +31,12 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from matgen.data.threads import parallel_ranges, run_ranges
+
 __all__ = ["ChannelwiseConvolution"]
+
+#: Fewest edges per thread of the compiled kernels.
+_EDGE_GRAIN = 4096
 
 
 class _CompiledConvolution(torch.autograd.Function):
@@ -44,9 +49,17 @@ class _CompiledConvolution(torch.autograd.Function):
     def forward(ctx, x, y, w, sender, receiver, module, paired):
         from matgen.nn._conv_kernel import conv_forward
 
-        arrays = [t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver)]
-        out = np.zeros((x.shape[0], module._out_rows, x.shape[2]), dtype=arrays[0].dtype)
-        conv_forward(*arrays, int(paired), *module._tables[out.dtype], out)
+        xa, ya, wa, sa, ra = (t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver))
+        tables = module._tables[xa.dtype]
+        ranges = parallel_ranges(len(ya), grain=_EDGE_GRAIN, step=2)
+        outs = [np.zeros((len(xa), module._out_rows, xa.shape[2]), dtype=xa.dtype) for _ in ranges]
+
+        def run(k: int, lo: int, hi: int) -> None:  # edges lo .. hi - 1 into their own buffer
+            wk = wa[lo >> paired : hi >> paired]
+            conv_forward(xa, ya[lo:hi], wk, sa[lo:hi], ra[lo:hi], int(paired), *tables, outs[k])
+
+        run_ranges(run, ranges)
+        out = sum(outs[1:], outs[0])
         ctx.save_for_backward(x, y, w, sender, receiver)
         ctx.module, ctx.paired = module, paired
         return torch.from_numpy(out)
@@ -60,10 +73,20 @@ class _CompiledConvolution(torch.autograd.Function):
         if torch.is_grad_enabled():
             grads = ctx.module._backward_eager(x, y, w, sender, receiver, grad, ctx.paired)
             return *grads, *nones
-        arrays = [t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver)]
-        gx, gy, gw = (np.zeros_like(a) for a in arrays[:3])
-        tables = ctx.module._tables[gx.dtype]
-        conv_backward(*arrays, int(ctx.paired), *tables, grad.contiguous().numpy(), gx, gy, gw)
+        xa, ya, wa, sa, ra = (t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver))
+        ga = grad.contiguous().numpy()
+        tables = ctx.module._tables[xa.dtype]
+        gy, gw = np.zeros_like(ya), np.zeros_like(wa)
+        ranges = parallel_ranges(len(ya), grain=_EDGE_GRAIN, step=2)
+        gxs = [np.zeros_like(xa) for _ in ranges]
+        p = int(ctx.paired)
+
+        def run(k: int, lo: int, hi: int) -> None:  # senders' gradients into their own buffer
+            edges = (ya[lo:hi], wa[lo >> p : hi >> p], sa[lo:hi], ra[lo:hi], p)
+            conv_backward(xa, *edges, *tables, ga, gxs[k], gy[lo:hi], gw[lo >> p : hi >> p])
+
+        run_ranges(run, ranges)
+        gx = sum(gxs[1:], gxs[0])
         return torch.from_numpy(gx), torch.from_numpy(gy), torch.from_numpy(gw), *nones
 
 

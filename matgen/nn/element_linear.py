@@ -22,7 +22,12 @@ import torch
 from e3nn import o3
 from numba import njit
 
+from matgen.data.threads import parallel_ranges, run_ranges
+
 __all__ = ["ElementLinear"]
+
+#: Fewest nodes per thread of the compiled kernels.
+_NODE_GRAIN = 64
 
 
 class ElementLinear(o3.FullyConnectedTensorProduct):
@@ -121,10 +126,13 @@ class _CompiledElementLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, species, module):
-        arrays = [t.detach().contiguous().numpy() for t in (x, weight, species)]
-        out = np.zeros((x.shape[0], module.irreps_out.dim), dtype=arrays[0].dtype)
-        alphas = module._alphas.astype(out.dtype)
-        _element_linear_forward(*arrays, module.num_elements, *module._tables, alphas, out)
+        xa, wa, za = (t.detach().contiguous().numpy() for t in (x, weight, species))
+        out = np.zeros((len(xa), module.irreps_out.dim), dtype=xa.dtype)
+        paths = (module.num_elements, *module._tables, module._alphas.astype(out.dtype))
+        run_ranges(
+            lambda _, lo, hi: _element_linear_forward(xa[lo:hi], wa, za[lo:hi], *paths, out[lo:hi]),
+            parallel_ranges(len(xa), grain=_NODE_GRAIN),
+        )
         ctx.save_for_backward(x, weight, species)
         ctx.module = module
         return torch.from_numpy(out)
@@ -135,21 +143,22 @@ class _CompiledElementLinear(torch.autograd.Function):
         module = ctx.module
         if torch.is_grad_enabled():
             return *module._backward_eager(x, weight, species, grad), None, None
-        arrays = [t.detach().contiguous().numpy() for t in (x, weight, species)]
-        gx, gw = np.zeros_like(arrays[0]), np.zeros_like(arrays[1])
+        xa, wa, za = (t.detach().contiguous().numpy() for t in (x, weight, species))
+        ga = grad.contiguous().numpy()
+        gx = np.zeros_like(xa)
         weight_grad = bool(ctx.needs_input_grad[1])
-        alphas = module._alphas.astype(gx.dtype)
-        _element_linear_backward(
-            *arrays,
-            module.num_elements,
-            *module._tables,
-            alphas,
-            grad.contiguous().numpy(),
-            gx,
-            gw,
-            weight_grad,
-        )
-        return torch.from_numpy(gx), torch.from_numpy(gw) if weight_grad else None, None, None
+        paths = (module.num_elements, *module._tables, module._alphas.astype(gx.dtype))
+        ranges = parallel_ranges(len(xa), grain=_NODE_GRAIN)
+        gws = [np.zeros_like(wa) for _ in (ranges if weight_grad else ranges[:1])]
+
+        def run(k: int, lo: int, hi: int) -> None:  # nodes lo .. hi - 1; own weight buffer
+            gw = gws[k] if weight_grad else gws[0]
+            nodes = (xa[lo:hi], wa, za[lo:hi], *paths)
+            _element_linear_backward(*nodes, ga[lo:hi], gx[lo:hi], gw, weight_grad)
+
+        run_ranges(run, ranges)
+        gw = torch.from_numpy(sum(gws[1:], gws[0])) if weight_grad else None
+        return torch.from_numpy(gx), gw, None, None
 
 
 @njit(cache=True, nogil=True, fastmath=True)

@@ -30,7 +30,12 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from matgen.data.threads import parallel_ranges, run_ranges
+
 __all__ = ["SymmetricContraction", "symmetric_coupling_basis"]
+
+#: Fewest nodes per thread of the compiled kernels.
+_NODE_GRAIN = 64
 
 _FORMULAS = {2: "ij=ji", 3: "ijk=jik=ikj", 4: "ijkl=jikl=ikjl=ijlk"}
 
@@ -343,9 +348,13 @@ class _CompiledContraction(torch.autograd.Function):
     def forward(ctx, xt, w, elements, module):
         from matgen.nn._contraction_kernel import contraction_forward
 
-        arrays = [t.detach().contiguous().numpy() for t in (xt, elements, w)]
-        out = np.zeros((xt.shape[0], module._out_offsets[-1], xt.shape[2]), dtype=arrays[0].dtype)
-        contraction_forward(*arrays, *module._tables[out.dtype], out)
+        xa, za, wa = (t.detach().contiguous().numpy() for t in (xt, elements, w))
+        out = np.zeros((len(xa), module._out_offsets[-1], xa.shape[2]), dtype=xa.dtype)
+        tables = module._tables[out.dtype]
+        run_ranges(
+            lambda _, lo, hi: contraction_forward(xa[lo:hi], za[lo:hi], wa, *tables, out[lo:hi]),
+            parallel_ranges(len(xa), grain=_NODE_GRAIN),
+        )
         ctx.save_for_backward(xt, w, elements)
         ctx.module = module
         return torch.from_numpy(out)
@@ -357,9 +366,19 @@ class _CompiledContraction(torch.autograd.Function):
         xt, w, elements = ctx.saved_tensors
         if torch.is_grad_enabled():
             return *ctx.module._backward_eager(xt, w, elements, grad), None, None
-        arrays = [t.detach().contiguous().numpy() for t in (xt, elements, w)]
-        gx, gw = np.zeros_like(arrays[0]), np.zeros_like(arrays[2])
-        tables = ctx.module._tables[gx.dtype]
+        xa, za, wa = (t.detach().contiguous().numpy() for t in (xt, elements, w))
+        ga = grad.contiguous().numpy()
+        tables = ctx.module._tables[xa.dtype]
         weight_grad = bool(ctx.needs_input_grad[1])
-        contraction_backward(*arrays, *tables, grad.contiguous().numpy(), gx, gw, weight_grad)
-        return torch.from_numpy(gx), torch.from_numpy(gw) if weight_grad else None, None, None
+        ranges = parallel_ranges(len(xa), grain=_NODE_GRAIN)
+        gx = np.zeros_like(xa)
+        gws = [np.zeros_like(wa) for _ in (ranges if weight_grad else ranges[:1])]
+
+        def run(k: int, lo: int, hi: int) -> None:  # nodes lo .. hi - 1; own weight buffer
+            gw = gws[k] if weight_grad else gws[0]
+            nodes = (xa[lo:hi], za[lo:hi], wa)
+            contraction_backward(*nodes, *tables, ga[lo:hi], gx[lo:hi], gw, weight_grad)
+
+        run_ranges(run, ranges)
+        gw = torch.from_numpy(sum(gws[1:], gws[0])) if weight_grad else None
+        return torch.from_numpy(gx), gw, None, None

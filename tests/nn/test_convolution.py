@@ -94,7 +94,7 @@ def _random_convolution(node: str, dtype: torch.dtype, seed: int = 0):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("node", ["6x0e", "6x0e + 6x1o", "4x0e + 4x1o + 4x2e"])
-def test_compiled_kernel_equals_eager_operations(node, dtype):
+def test_compiled_kernel_equals_eager_operations(node, dtype, kernel_threads):
     """In evaluation mode on a CPU the compiled kernel runs, in training mode the eager
     operations; values and all gradients match."""
     conv, inputs, edges = _random_convolution(node, dtype)
@@ -135,7 +135,7 @@ def test_second_derivatives_through_the_kernel():
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_paired_edges_share_one_weight_row(training):
+def test_paired_edges_share_one_weight_row(training, kernel_threads):
     """``paired=True``: edges 2k and 2k + 1 read weight row k; the same as duplicated rows."""
     conv, (x, y, w), edges = _random_convolution("4x0e + 4x1o", torch.float64)
     conv.train(training)

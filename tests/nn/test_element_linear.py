@@ -48,7 +48,7 @@ def test_equals_e3nn_with_the_one_hot(irreps_in, irreps_out, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_compiled_kernel_equals_the_grouped_operations(dtype):
+def test_compiled_kernel_equals_the_grouped_operations(dtype, kernel_threads):
     """Evaluation mode runs the compiled kernel, training mode the grouped matrix products:
     values, gradients and second derivatives agree (an input irrep without a path included)."""
     torch.manual_seed(0)

@@ -105,7 +105,7 @@ def _graph(t: torch.Tensor) -> set[str]:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("target", ["6x0e + 6x1o + 6x2e", "6x0e"])
-def test_compiled_kernel_equals_eager_operations(target, dtype):
+def test_compiled_kernel_equals_eager_operations(target, dtype, kernel_threads):
     """Evaluation mode on a CPU runs the compiled kernel, training mode the eager operations:
     values, gradients (features and element weights) and second derivatives agree."""
     torch.manual_seed(0)

@@ -1,0 +1,88 @@
+"""MACE energy + forces + stress on a CPU: compiled kernels against eager PyTorch operations.
+
+In evaluation mode on a CPU, matgen's MACE runs the channel-wise convolution, the symmetric
+contraction and the element-dependent skip connections as compiled kernels (numba); in
+training mode the same model runs them as eager PyTorch operations (the path that training
+differentiates twice). Both give the same numbers. This script times one against the other on
+the first ``--n`` MP-20 test structures, at several batch sizes, in ms per structure
+(model call only: the batches and their neighbour lists are built beforehand).
+
+Potential: a seeded random ``cpu-small`` MACE over MACE-MP-0's 89 elements, as in
+``bench_relax.py``, or ``--potential`` (a shipped name or a checkpoint).
+
+Usage: python benchmarks/bench_mace_cpu.py [--n 96] [--batches 1 8 96] [--threads 1]
+       [--dtypes float64 float32] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+
+def _time(model, batches, repeats: int) -> float:
+    """Best of ``repeats`` passes over ``batches``, seconds."""
+    for batch in batches[:2]:
+        model(batch)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in batches:
+            model(batch)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=96)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 96])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--potential", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from matgen.data import AtomsBatch, load_dataset
+    from matgen.mlff.checkpoint import load_model
+    from matgen.mlff.config import MP_ELEMENTS, preset
+    from matgen.mlff.mace import MACE
+
+    data = load_dataset("mp_20", "test", progress=False)
+    structures = [data.atoms(i) for i in range(args.n)]
+    if args.potential:
+        base = load_model(args.potential)
+    else:
+        torch.manual_seed(0)
+        base = MACE(preset("cpu-small", elements=MP_ELEMENTS, avg_num_neighbors=30.0))
+    print(
+        f"{args.n} MP-20 test structures ({sum(len(a) for a in structures)} atoms), "
+        f"{args.potential or 'random cpu-small (89 elements)'}, {args.threads} threads; "
+        "ms per structure, energy + forces + stress"
+    )
+    print(f"{'dtype':8s}{'batch':>6s}{'eager':>10s}{'compiled':>10s}{'ratio':>8s}")
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        compiled = copy.deepcopy(base).to(dtype).eval()
+        eager = copy.deepcopy(base).to(dtype).train()
+        for size in args.batches:
+            batches = [
+                compiled.prepare(AtomsBatch.from_atoms(structures[k : k + size], dtype=dtype))
+                for k in range(0, args.n, size)
+            ]
+            t_eager = _time(eager, batches, args.repeats) / args.n * 1e3
+            t_compiled = _time(compiled, batches, args.repeats) / args.n * 1e3
+            print(
+                f"{dtype_name:8s}{size:6d}{t_eager:10.2f}{t_compiled:10.2f}"
+                f"{t_eager / t_compiled:7.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

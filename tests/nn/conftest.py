@@ -1,0 +1,23 @@
+"""Fixtures of the network tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import matgen.nn.convolution
+import matgen.nn.element_linear
+import matgen.nn.symmetric_contraction
+
+
+@pytest.fixture(params=[1, 3], ids=["one-thread", "three-threads"])
+def kernel_threads(request, monkeypatch):
+    """The compiled kernels on one thread, or split over three even for tiny inputs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    if request.param > 1:
+        monkeypatch.setattr(matgen.nn.convolution, "_EDGE_GRAIN", 2)
+        monkeypatch.setattr(matgen.nn.element_linear, "_NODE_GRAIN", 1)
+        monkeypatch.setattr(matgen.nn.symmetric_contraction, "_NODE_GRAIN", 1)
+    yield request.param
+    torch.set_num_threads(previous)
