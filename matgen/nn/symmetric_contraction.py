@@ -17,6 +17,10 @@ its entries are non-zero). A forward pass forms the monomials of every node and 
 multiplies them by that sparse matrix once, and weights the result by each node's element
 weights. This gives the same numbers as the nested contraction of the paper for any ``U``,
 including ``U`` taken from another implementation's checkpoint, at a fraction of its cost.
+
+On CPUs in evaluation mode the same arithmetic runs node by node in a compiled kernel
+(:mod:`matgen.nn._contraction_kernel`), which writes no ``(Q, N C)`` intermediate; training uses
+the eager operations, and so does a second derivative taken through the kernel.
 """
 
 from __future__ import annotations
