@@ -18,12 +18,12 @@ linear map of the input features for the residual connection of the product bloc
 from __future__ import annotations
 
 import torch
-from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
 
 from matgen.nn.convolution import ChannelwiseConvolution
 from matgen.nn.element_linear import ElementLinear
+from matgen.nn.radial import RadialMLP
 
 __all__ = [
     "ElementInteraction",
@@ -107,7 +107,7 @@ class InteractionBlock(nn.Module):
         self.conv_tp = ChannelwiseConvolution(
             self.node_irreps, self.edge_irreps, mid_irreps, instructions
         )
-        self.radial_mlp = e3nn_nn.FullyConnectedNet(
+        self.radial_mlp = RadialMLP(
             [edge_feat_dim, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
         )
         self.linear = o3.Linear(mid_irreps, self.target_irreps)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
+from e3nn import nn as e3nn_nn
 from torch import nn
 
-__all__ = ["BesselBasis", "PolynomialCutoff", "RadialEmbedding"]
+__all__ = ["BesselBasis", "PolynomialCutoff", "RadialEmbedding", "RadialMLP"]
 
 
 class BesselBasis(nn.Module):
@@ -71,3 +72,27 @@ class RadialEmbedding(nn.Module):
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return self.bessel(r) * self.cutoff(r).unsqueeze(-1)
+
+
+class RadialMLP(e3nn_nn.FullyConnectedNet):
+    """e3nn's ``FullyConnectedNet`` (same parameters, state dict and numbers, bit for bit),
+    evaluated without its multiplication of every hidden activation by ``var_out ** 0.5`` when
+    that is one: a full pass over ``(E, width)`` per layer, forward and backward, on every edge.
+
+    Args:
+        hs: input, hidden and output widths.
+        act: activation (normalised to unit second moment, as by e3nn).
+    """
+
+    def __init__(self, hs: list[int], act) -> None:
+        super().__init__(hs, act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            if layer.act is None:
+                x = x @ (layer.weight / (layer.h_in * layer.var_in / layer.var_out) ** 0.5)
+                continue
+            x = layer.act(x @ (layer.weight / (layer.h_in * layer.var_in) ** 0.5))
+            if layer.var_out != 1:
+                x = x * layer.var_out**0.5
+        return x

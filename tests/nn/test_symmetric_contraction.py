@@ -128,3 +128,20 @@ def test_compiled_kernel_equals_eager_operations(target, dtype, kernel_threads):
     tol = {"rtol": 1e-11, "atol": 1e-11} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-4}
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_radial_mlp_is_e3nns_bit_for_bit(dtype):
+    from e3nn.nn import FullyConnectedNet
+
+    from matgen.nn.radial import RadialMLP
+
+    torch.manual_seed(0)
+    ours = RadialMLP([8, 16, 16, 40], torch.nn.functional.silu).to(dtype)
+    theirs = FullyConnectedNet([8, 16, 16, 40], torch.nn.functional.silu).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(50, 8, dtype=dtype, requires_grad=True)
+    a, b = ours(x), theirs(x)
+    assert torch.equal(a, b)
+    g = torch.randn_like(a)
+    assert torch.equal(torch.autograd.grad(a, x, g)[0], torch.autograd.grad(b, x, g)[0])
