@@ -32,6 +32,21 @@ def _bounds(center: float, half: float, inverse_step: float, periodic: bool) -> 
     )
 
 
+@njit(cache=True, inline="always")
+def _write_pair(out_i, out_j, out_s, k, i, j, s0, s1, s2) -> None:
+    """Edges ``k = (i, j, S)`` and ``k + 1 = (j, i, -S)``."""
+    out_i[k] = i
+    out_j[k] = j
+    out_s[k, 0] = s0
+    out_s[k, 1] = s1
+    out_s[k, 2] = s2
+    out_i[k + 1] = j
+    out_j[k + 1] = i
+    out_s[k + 1, 0] = -s0
+    out_s[k + 1, 1] = -s1
+    out_s[k + 1, 2] = -s2
+
+
 @njit(cache=True, nogil=True)
 def _system(rot, frame, periodic, lo, hi, cutoff, out_i, out_j, out_s, start, write):
     """Count (``write`` False) or write the edges of atoms ``lo .. hi - 1`` from ``start``."""
@@ -79,31 +94,11 @@ def _system(rot, frame, periodic, lo, hi, cutoff, out_i, out_j, out_s, start, wr
                             if s2 < 0 or (s2 == 0 and (s1 < 0 or (s1 == 0 and s0 <= 0))):
                                 continue
                             if write:
-                                k = start + n
-                                out_i[k] = i
-                                out_j[k] = i
-                                out_s[k, 0] = s0
-                                out_s[k, 1] = s1
-                                out_s[k, 2] = s2
-                                out_i[k + 1] = i
-                                out_j[k + 1] = i
-                                out_s[k + 1, 0] = -s0
-                                out_s[k + 1, 1] = -s1
-                                out_s[k + 1, 2] = -s2
+                                _write_pair(out_i, out_j, out_s, start + n, i, i, s0, s1, s2)
                             n += 2
                     elif write:
                         for s0 in range(a0, b0 + 1):
-                            k = start + n
-                            out_i[k] = i
-                            out_j[k] = j
-                            out_s[k, 0] = s0
-                            out_s[k, 1] = s1
-                            out_s[k, 2] = s2
-                            out_i[k + 1] = j
-                            out_j[k + 1] = i
-                            out_s[k + 1, 0] = -s0
-                            out_s[k + 1, 1] = -s1
-                            out_s[k + 1, 2] = -s2
+                            _write_pair(out_i, out_j, out_s, start + n, i, j, s0, s1, s2)
                             n += 2
                     elif b0 >= a0:
                         n += 2 * (b0 - a0 + 1)

@@ -30,6 +30,15 @@ from numba import njit
 _MAX_H = 15 * 15
 
 
+@njit(cache=True, inline="always")
+def _coupling(h, ye, size, lo, hi, e_m2, e_h, e_coef) -> None:
+    """``h[m1 * d3 + m3] = H_e[m1, m3]`` from entries ``lo .. hi - 1`` and the harmonics ``ye``."""
+    for q in range(size):
+        h[q] = 0.0
+    for t in range(lo, hi):
+        h[e_h[t]] += e_coef[t] * ye[e_m2[t]]
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def conv_forward(
     x, y, w, sender, receiver, pair_shift, p_in, p_d1, p_out, p_d3, e_start, e_m2, e_h, e_coef, out
@@ -47,10 +56,7 @@ def conv_forward(
         for k in range(n_paths):
             d1 = p_d1[k]
             d3 = p_d3[k]
-            for q in range(d1 * d3):
-                h[q] = 0.0
-            for t in range(e_start[k], e_start[k + 1]):
-                h[e_h[t]] += e_coef[t] * ye[e_m2[t]]
+            _coupling(h, ye, d1 * d3, e_start[k], e_start[k + 1], e_m2, e_h, e_coef)
             i0 = p_in[k]
             o0 = p_out[k]
             wk = w[we, k]
@@ -106,10 +112,7 @@ def conv_backward(
         for k in range(n_paths):
             d1 = p_d1[k]
             d3 = p_d3[k]
-            for q in range(d1 * d3):
-                h[q] = 0.0
-            for t in range(e_start[k], e_start[k + 1]):
-                h[e_h[t]] += e_coef[t] * ye[e_m2[t]]
+            _coupling(h, ye, d1 * d3, e_start[k], e_start[k + 1], e_m2, e_h, e_coef)
             i0 = p_in[k]
             o0 = p_out[k]
             wk = w[we, k]

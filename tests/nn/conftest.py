@@ -21,3 +21,20 @@ def kernel_threads(request, monkeypatch):
         monkeypatch.setattr(matgen.nn.symmetric_contraction, "_NODE_GRAIN", 1)
     yield request.param
     torch.set_num_threads(previous)
+
+
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes behind ``t``."""
+    seen, stack = {}, [t.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
+            stack += [f for f, _ in node.next_functions]
+    return set(seen.values())
+
+
+@pytest.fixture
+def graph_names():
+    """:func:`autograd_nodes`, for tests that check which evaluation ran."""
+    return autograd_nodes

@@ -65,17 +65,6 @@ def test_no_edges():
     assert out.shape == (3, mid.dim) and not out.any()
 
 
-def _graph(t: torch.Tensor) -> set[str]:
-    """Names of the autograd nodes behind ``t``."""
-    seen, stack = {}, [t.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is not None and id(node) not in seen:
-            seen[id(node)] = type(node).__name__
-            stack += [f for f, _ in node.next_functions]
-    return set(seen.values())
-
-
 def _random_convolution(node: str, dtype: torch.dtype, seed: int = 0):
     torch.manual_seed(seed)
     node = o3.Irreps(node)
@@ -94,14 +83,14 @@ def _random_convolution(node: str, dtype: torch.dtype, seed: int = 0):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("node", ["6x0e", "6x0e + 6x1o", "4x0e + 4x1o + 4x2e"])
-def test_compiled_kernel_equals_eager_operations(node, dtype, kernel_threads):
+def test_compiled_kernel_equals_eager_operations(node, dtype, kernel_threads, graph_names):
     """In evaluation mode on a CPU the compiled kernel runs, in training mode the eager
     operations; values and all gradients match."""
     conv, inputs, edges = _random_convolution(node, dtype)
     compiled = conv(*inputs, *edges)
     eager = conv.train()(*inputs, *edges)
-    assert "_CompiledConvolutionBackward" in _graph(compiled)  # the kernel ran
-    assert "_CompiledConvolutionBackward" not in _graph(eager)
+    assert "_CompiledConvolutionBackward" in graph_names(compiled)  # the kernel ran
+    assert "_CompiledConvolutionBackward" not in graph_names(eager)
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-4}
     torch.testing.assert_close(compiled, eager, **tol)
     g = torch.randn_like(eager)
@@ -116,7 +105,7 @@ def test_compiled_kernel_gradcheck():
     assert torch.autograd.gradcheck(lambda x, y, w: conv(x, y, w, *edges), inputs)
 
 
-def test_second_derivatives_through_the_kernel():
+def test_second_derivatives_through_the_kernel(graph_names):
     """A gradient taken with ``create_graph`` (a force loss) is differentiable again through the
     kernel, and equals that of the eager operations."""
     conv, (x, y, w), edges = _random_convolution("4x0e + 4x1o", torch.float64)
@@ -128,8 +117,8 @@ def test_second_derivatives_through_the_kernel():
 
     compiled_out, compiled = second(conv)
     eager_out, eager = second(conv.train())
-    assert "_CompiledConvolutionBackward" in _graph(compiled_out)
-    assert "_CompiledConvolutionBackward" not in _graph(eager_out)
+    assert "_CompiledConvolutionBackward" in graph_names(compiled_out)
+    assert "_CompiledConvolutionBackward" not in graph_names(eager_out)
     for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a, b)
 

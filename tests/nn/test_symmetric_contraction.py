@@ -93,19 +93,9 @@ def test_radial_features_vanish_smoothly_at_the_cutoff():
     assert g.abs().max() < 1e-9
 
 
-def _graph(t: torch.Tensor) -> set[str]:
-    seen, stack = {}, [t.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is not None and id(node) not in seen:
-            seen[id(node)] = type(node).__name__
-            stack += [f for f, _ in node.next_functions]
-    return set(seen.values())
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("target", ["6x0e + 6x1o + 6x2e", "6x0e"])
-def test_compiled_kernel_equals_eager_operations(target, dtype, kernel_threads):
+def test_compiled_kernel_equals_eager_operations(target, dtype, kernel_threads, graph_names):
     """Evaluation mode on a CPU runs the compiled kernel, training mode the eager operations:
     values, gradients (features and element weights) and second derivatives agree."""
     torch.manual_seed(0)
@@ -119,7 +109,7 @@ def test_compiled_kernel_equals_eager_operations(target, dtype, kernel_threads):
     for training in (False, True):
         sc.train(training)
         out = sc(x, z)
-        assert ("_CompiledContractionBackward" in _graph(out)) is not training
+        assert ("_CompiledContractionBackward" in graph_names(out)) is not training
         g = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
         first = torch.autograd.grad(out, [x, weight], g, retain_graph=True)
         gx, gw = torch.autograd.grad(out, [x, weight], g, create_graph=True)
