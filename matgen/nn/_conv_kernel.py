@@ -26,8 +26,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-#: Largest ``d1 * d3`` of a path (``l <= 7``).
-_MAX_H = 15 * 15
+#: Largest irrep dimension (``l <= 7``) and largest ``d1 * d3`` of a path.
+_MAX_DIM = 15
+_MAX_H = _MAX_DIM * _MAX_DIM
 
 
 @njit(cache=True, inline="always")
@@ -47,7 +48,7 @@ def conv_forward(
     channels = x.shape[2]
     n_paths = p_in.shape[0]
     h = np.zeros(_MAX_H, dtype=x.dtype)
-    xw = np.empty((15, channels), dtype=x.dtype)
+    xw = np.empty((_MAX_DIM, channels), dtype=x.dtype)
     for e in range(n_edges):
         s = sender[e]
         r = receiver[e]

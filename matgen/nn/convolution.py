@@ -159,6 +159,7 @@ class ChannelwiseConvolution(nn.Module):
             m2, h = torch.nonzero(flat, as_tuple=True)
             entries += zip(m2.tolist(), h.tolist(), flat[m2, h].tolist(), strict=True)
             starts.append(len(entries))
+        self._path_rows = [tuple(int(v) for v in row) for row in path_rows]
         m2s, hs, coefficients = zip(*entries, strict=True)
         index_tables = tuple(
             np.asarray(t, dtype=np.int64) for t in (*zip(*path_rows, strict=True), starts, m2s, hs)
@@ -254,12 +255,10 @@ class ChannelwiseConvolution(nn.Module):
         (``(E / 2, P, C)`` when ``paired``)."""
         if paired:
             weights = weights.repeat_interleave(2, dim=0)
-        p_in, p_d1, p_out, p_d3 = (t.tolist() for t in self._tables[np.dtype(np.float64)][:4])
         gx = torch.zeros_like(x)
         gy = torch.zeros_like(edge_attrs)
         gw = []
-        for k in range(len(self._paths)):
-            i0, d1, o0, d3 = p_in[k], p_d1[k], p_out[k], p_d3[k]
+        for k, (i0, d1, o0, d3) in enumerate(self._path_rows):
             coupling = getattr(self, f"coupling_{k}").to(x.dtype)
             h = (edge_attrs @ coupling).view(-1, d1, d3)
             g = grad[:, o0 : o0 + d3].index_select(0, receiver)  # (E, d3, C)

@@ -9,8 +9,8 @@ second input the product is a linear map of the features chosen by the element:
 e3nn evaluates it as a contraction with the whole one-hot, that is ``Z`` times the arithmetic and
 ``Z`` copies of the weights per node. :class:`ElementLinear` keeps e3nn's module, weights and
 numbers. On CPUs it applies each node's own matrices: in evaluation mode with a compiled kernel
-(numba, :func:`_element_linear_forward`), in training mode by grouping the nodes by element (one
-matrix product per present element and path). Other devices use e3nn's evaluation.
+(numba, :mod:`matgen.nn._element_linear_kernel`), in training mode by grouping the nodes by
+element (one matrix product per present element and path). Other devices use e3nn's evaluation.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import math
 import numpy as np
 import torch
 from e3nn import o3
-from numba import njit
 
 from matgen.data.threads import parallel_ranges, run_ranges
 
@@ -126,11 +125,13 @@ class _CompiledElementLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, species, module):
+        from matgen.nn._element_linear_kernel import element_linear_forward
+
         xa, wa, za = (t.detach().contiguous().numpy() for t in (x, weight, species))
         out = np.zeros((len(xa), module.irreps_out.dim), dtype=xa.dtype)
         paths = (module.num_elements, *module._tables, module._alphas.astype(out.dtype))
         run_ranges(
-            lambda _, lo, hi: _element_linear_forward(xa[lo:hi], wa, za[lo:hi], *paths, out[lo:hi]),
+            lambda _, lo, hi: element_linear_forward(xa[lo:hi], wa, za[lo:hi], *paths, out[lo:hi]),
             parallel_ranges(len(xa), grain=_NODE_GRAIN),
         )
         ctx.save_for_backward(x, weight, species)
@@ -139,6 +140,8 @@ class _CompiledElementLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        from matgen.nn._element_linear_kernel import element_linear_backward
+
         x, weight, species = ctx.saved_tensors
         module = ctx.module
         if torch.is_grad_enabled():
@@ -154,61 +157,8 @@ class _CompiledElementLinear(torch.autograd.Function):
         def run(k: int, lo: int, hi: int) -> None:  # nodes lo .. hi - 1; own weight buffer
             gw = gws[k] if weight_grad else gws[0]
             nodes = (xa[lo:hi], wa, za[lo:hi], *paths)
-            _element_linear_backward(*nodes, ga[lo:hi], gx[lo:hi], gw, weight_grad)
+            element_linear_backward(*nodes, ga[lo:hi], gx[lo:hi], gw, weight_grad)
 
         run_ranges(run, ranges)
         gw = torch.from_numpy(sum(gws[1:], gws[0])) if weight_grad else None
         return torch.from_numpy(gx), gw, None, None
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _element_linear_forward(
-    x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, out
-):
-    """``out[n, o + v d + m] += α sum_u W[u, z_n, v] x[n, i + u d + m]`` for every path."""
-    tmp = np.empty(mul_out.max(), dtype=x.dtype)
-    for n in range(x.shape[0]):
-        z = species[n]
-        xn = x[n]
-        outn = out[n]
-        for p in range(w_off.shape[0]):
-            d = dim[p]
-            mv = mul_out[p]
-            for m in range(d):
-                for v in range(mv):
-                    tmp[v] = 0.0
-                for u in range(mul_in[p]):
-                    xv = alpha[p] * xn[i_off[p] + u * d + m]
-                    base = w_off[p] + (u * n_el + z) * mv
-                    for v in range(mv):
-                        tmp[v] += xv * w[base + v]
-                for v in range(mv):
-                    outn[o_off[p] + v * d + m] += tmp[v]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _element_linear_backward(
-    x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, g, gx, gw, weight_grad
-):
-    grow = np.empty(mul_out.max(), dtype=x.dtype)
-    for n in range(x.shape[0]):
-        z = species[n]
-        xn = x[n]
-        gn = g[n]
-        gxn = gx[n]
-        for p in range(w_off.shape[0]):
-            d = dim[p]
-            mv = mul_out[p]
-            for m in range(d):
-                for v in range(mv):
-                    grow[v] = gn[o_off[p] + v * d + m]
-                for u in range(mul_in[p]):
-                    base = w_off[p] + (u * n_el + z) * mv
-                    acc = 0.0
-                    for v in range(mv):
-                        acc += w[base + v] * grow[v]
-                    gxn[i_off[p] + u * d + m] += alpha[p] * acc
-                    if weight_grad:
-                        xv = alpha[p] * xn[i_off[p] + u * d + m]
-                        for v in range(mv):
-                            gw[base + v] += xv * grow[v]

@@ -291,11 +291,7 @@ class SymmetricContraction(nn.Module):
         z = torch.sparse.mm(self.monomial_coefficients_t, mono).view(o, k, n, c)
         w = self._element_weights()  # (Z, K, C)
         out = (z * w[elements].transpose(0, 1)).sum(dim=1)  # (O, N, C)
-        blocks = [
-            out[self._out_offsets[j] : self._out_offsets[j + 1]].permute(1, 2, 0).reshape(n, -1)
-            for j in range(len(self.irreps_out))
-        ]
-        return torch.cat(blocks, dim=-1)
+        return self._to_e3nn(out.transpose(0, 1))
 
     def _element_weights(self) -> torch.Tensor:
         """``(Z, K, C)``: every element's weights, in the order of the coefficient rows."""
