@@ -96,7 +96,8 @@ def conv_backward(
     gy,
     gw,
 ):
-    """``g`` ``(N, D_out, C)`` -> ``gx``, ``gy`` and ``gw`` (accumulated)."""
+    """``g`` ``(N, D_out, C)`` -> ``gx`` (accumulated), ``gy`` and ``gw`` (written: their
+    previous contents are ignored; a pair's two edges come in one call)."""
     n_edges = y.shape[0]
     channels = x.shape[2]
     n_paths = p_in.shape[0]
@@ -110,6 +111,9 @@ def conv_backward(
         we = e >> pair_shift
         ye = y[e]
         gye = gy[e]
+        for m in range(gye.shape[0]):
+            gye[m] = 0.0
+        first = pair_shift == 0 or (e & 1) == 0  # the pair's first edge writes its weight row
         for k in range(n_paths):
             d1 = p_d1[k]
             d3 = p_d3[k]
@@ -118,6 +122,9 @@ def conv_backward(
             o0 = p_out[k]
             wk = w[we, k]
             gwk = gw[we, k]
+            if first:
+                for c in range(channels):
+                    gwk[c] = 0.0
             for m1 in range(d1):
                 xr = x[s, i0 + m1]
                 gxr = gx[s, i0 + m1]

@@ -76,9 +76,9 @@ class _CompiledConvolution(torch.autograd.Function):
         xa, ya, wa, sa, ra = (t.detach().contiguous().numpy() for t in (x, y, w, sender, receiver))
         ga = grad.contiguous().numpy()
         tables = ctx.module._tables[xa.dtype]
-        gy, gw = np.zeros_like(ya), np.zeros_like(wa)
+        gy, gw = np.empty_like(ya), np.empty_like(wa)  # written by the kernel
         ranges = parallel_ranges(len(ya), grain=_EDGE_GRAIN, step=2)
-        gxs = [np.zeros_like(xa) for _ in ranges]
+        gxs = [np.zeros(xa.shape, xa.dtype) for _ in ranges]
         p = int(ctx.paired)
 
         def run(k: int, lo: int, hi: int) -> None:  # senders' gradients into their own buffer
@@ -199,9 +199,9 @@ class ChannelwiseConvolution(nn.Module):
         receiver: torch.Tensor,
     ) -> torch.Tensor:
         n, e, c = node_feats.shape[0], edge_attrs.shape[0], self.channels
-        slices = self.irreps_node.slices()
+        parts = torch.split(node_feats, [mul_ir.dim for mul_ir in self.irreps_node], dim=1)
         senders = {
-            i: node_feats[:, slices[i]].reshape(n, c, -1).index_select(0, sender)
+            i: parts[i].reshape(n, c, -1).index_select(0, sender)
             for i in {p[0] for p in self._paths}
         }
         # unbind, not w[:, k]: its backward stacks the path gradients once, where each select's
@@ -226,19 +226,19 @@ class ChannelwiseConvolution(nn.Module):
         paired: bool,
     ) -> torch.Tensor:
         n, c, dtype = node_feats.shape[0], self.channels, node_feats.dtype
+        # splits, not slices: a slice's backward writes a zero-filled copy of the whole tensor
+        parts = torch.split(node_feats, [mul_ir.dim for mul_ir in self.irreps_node], dim=1)
         x = torch.cat(
             [
-                node_feats[:, sl].view(n, c, ir.dim).transpose(1, 2)
-                for sl, (_, ir) in zip(self.irreps_node.slices(), self.irreps_node, strict=True)
+                part.view(n, c, ir.dim).transpose(1, 2)
+                for part, (_, ir) in zip(parts, self.irreps_node, strict=True)
             ],
             dim=1,
         )
         w = weights.to(dtype).view(-1, len(self._paths), c)
         out = _CompiledConvolution.apply(x, edge_attrs.to(dtype), w, sender, receiver, self, paired)
-        return torch.cat(
-            [out[:, a:b].transpose(1, 2).reshape(n, c * (b - a)) for a, b in self._out_row_spans],
-            dim=1,
-        )
+        parts = torch.split(out, [b - a for a, b in self._out_row_spans], dim=1)
+        return torch.cat([part.transpose(1, 2).reshape(n, -1) for part in parts], dim=1)
 
     def _backward_eager(
         self,

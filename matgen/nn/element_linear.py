@@ -58,6 +58,8 @@ class ElementLinear(o3.FullyConnectedTensorProduct):
                 )
             )
             offset += mul_in * self.num_elements * mul_out
+        self._path_inputs = [ins.i_in1 for ins in self.instructions]
+        self._in_dims = [mul_ir.dim for mul_ir in self.irreps_in1]
         #: grouped evaluation needs one path per output irrep, in output order
         self._grouped = [ins.i_out for ins in self.instructions] == list(
             range(len(self.irreps_out))
@@ -78,26 +80,29 @@ class ElementLinear(o3.FullyConnectedTensorProduct):
             return _CompiledElementLinear.apply(x, self.weight.to(x.dtype), species, self)
         order = torch.argsort(species, stable=True)
         present, counts = torch.unique_consecutive(species[order], return_counts=True)
-        xs = x[order]
+        # splits, not slices: a slice's backward writes a zero-filled copy of the whole input
+        groups = torch.split(x[order], counts.tolist(), dim=0)
         n_el = self.num_elements
         weights = [
             self.weight[o : o + u * n_el * v].view(u, n_el, v) for o, _, u, v, _, _ in self._paths
         ]
-        parts, start = [], 0
-        for z, count in zip(present.tolist(), counts.tolist(), strict=True):
-            rows = xs[start : start + count]
+        parts = []
+        for z, rows in zip(present.tolist(), groups, strict=True):
+            count = rows.shape[0]
+            cols = torch.split(rows, self._in_dims, dim=1)
             parts.append(
                 torch.cat(
                     [
-                        (rows[:, sl].view(count, u, d).transpose(1, 2) @ (w[:, z] * alpha))
+                        (cols[i].view(count, u, d).transpose(1, 2) @ (w[:, z] * alpha))
                         .transpose(1, 2)
                         .reshape(count, v * d)
-                        for (_, sl, u, v, d, alpha), w in zip(self._paths, weights, strict=True)
+                        for i, (_, _, u, v, d, alpha), w in zip(
+                            self._path_inputs, self._paths, weights, strict=True
+                        )
                     ],
                     dim=1,
                 )
             )
-            start += count
         return torch.cat(parts, dim=0).index_select(0, torch.argsort(order))
 
     def _backward_eager(
@@ -148,14 +153,15 @@ class _CompiledElementLinear(torch.autograd.Function):
             return *module._backward_eager(x, weight, species, grad), None, None
         xa, wa, za = (t.detach().contiguous().numpy() for t in (x, weight, species))
         ga = grad.contiguous().numpy()
-        gx = np.zeros_like(xa)
+        gx = np.zeros(xa.shape, xa.dtype)
         weight_grad = bool(ctx.needs_input_grad[1])
         paths = (module.num_elements, *module._tables, module._alphas.astype(gx.dtype))
         ranges = parallel_ranges(len(xa), grain=_NODE_GRAIN)
-        gws = [np.zeros_like(wa) for _ in (ranges if weight_grad else ranges[:1])]
+        # without a weight gradient the kernel gets a one-number buffer it never touches
+        gws = [np.zeros(wa.shape if weight_grad else 1, wa.dtype) for _ in ranges]
 
         def run(k: int, lo: int, hi: int) -> None:  # nodes lo .. hi - 1; own weight buffer
-            gw = gws[k] if weight_grad else gws[0]
+            gw = gws[k]
             nodes = (xa[lo:hi], wa, za[lo:hi], *paths)
             element_linear_backward(*nodes, ga[lo:hi], gx[lo:hi], gw, weight_grad)
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from matgen.nn.convolution import ChannelwiseConvolution
 from matgen.nn.element_linear import ElementLinear
+from matgen.nn.linear import IrrepsLinear
 from matgen.nn.radial import RadialMLP
 
 __all__ = [
@@ -58,11 +59,10 @@ def convolution_irreps(
 def irreps_to_channels(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
     """``(N, dim)`` in e3nn layout with equal multiplicities ``C`` -> ``(N, C, sum (2l+1))``."""
     n = x.shape[0]
+    # split, not a slice per irrep: a slice's backward writes a zero-filled copy of all of x
+    parts = torch.split(x, [mul_ir.dim for mul_ir in irreps], dim=1)
     return torch.cat(
-        [
-            x[:, sl].reshape(n, mul, ir.dim)
-            for sl, (mul, ir) in zip(irreps.slices(), irreps, strict=True)
-        ],
+        [part.reshape(n, mul, ir.dim) for part, (mul, ir) in zip(parts, irreps, strict=True)],
         dim=-1,
     )
 
@@ -100,7 +100,7 @@ class InteractionBlock(nn.Module):
         self.hidden_irreps = o3.Irreps(hidden_irreps)
         self.num_elements = int(num_elements)
         self.avg_num_neighbors = float(avg_num_neighbors)
-        self.linear_up = o3.Linear(self.node_irreps, self.node_irreps)
+        self.linear_up = IrrepsLinear(self.node_irreps, self.node_irreps)
         mid_irreps, instructions = convolution_irreps(
             self.node_irreps, self.edge_irreps, self.target_irreps
         )
@@ -110,7 +110,7 @@ class InteractionBlock(nn.Module):
         self.radial_mlp = RadialMLP(
             [edge_feat_dim, *radial_mlp, self.conv_tp.weight_numel], torch.nn.functional.silu
         )
-        self.linear = o3.Linear(mid_irreps, self.target_irreps)
+        self.linear = IrrepsLinear(mid_irreps, self.target_irreps)
 
     def convolve(
         self,

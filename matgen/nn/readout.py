@@ -13,6 +13,7 @@ from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
 
+from matgen.nn.linear import IrrepsLinear
 from matgen.nn.symmetric_contraction import SymmetricContraction
 
 __all__ = ["LinearReadout", "MLPReadout", "ProductBlock"]
@@ -39,7 +40,7 @@ class ProductBlock(nn.Module):
             num_elements=num_elements,
             num_channels=num_channels,
         )
-        self.linear = o3.Linear(self.target_irreps, self.target_irreps)
+        self.linear = IrrepsLinear(self.target_irreps, self.target_irreps)
 
     def forward(
         self, basis: torch.Tensor, sc: torch.Tensor | None, elements: torch.Tensor
@@ -53,7 +54,7 @@ class LinearReadout(nn.Module):
 
     def __init__(self, irreps_in: o3.Irreps) -> None:
         super().__init__()
-        self.linear = o3.Linear(o3.Irreps(irreps_in), o3.Irreps("0e"))
+        self.linear = IrrepsLinear(o3.Irreps(irreps_in), o3.Irreps("0e"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x).squeeze(-1)

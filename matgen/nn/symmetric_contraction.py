@@ -300,11 +300,9 @@ class SymmetricContraction(nn.Module):
     def _to_e3nn(self, out: torch.Tensor) -> torch.Tensor:
         """``(N, O, C)`` -> ``(N, C * dim(irreps_out))``, channels outer within each irrep."""
         n = out.shape[0]
-        offsets = self._out_offsets
-        return torch.cat(
-            [out[:, a:b].transpose(1, 2).reshape(n, -1) for a, b in itertools.pairwise(offsets)],
-            dim=-1,
-        )
+        sizes = [b - a for a, b in itertools.pairwise(self._out_offsets)]
+        parts = torch.split(out, sizes, dim=1)  # not slices: see irreps_to_channels
+        return torch.cat([part.transpose(1, 2).reshape(n, -1) for part in parts], dim=-1)
 
     def _forward_compiled(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
         w = self._element_weights().to(x.dtype)
@@ -371,11 +369,12 @@ class _CompiledContraction(torch.autograd.Function):
         tables = ctx.module._tables[xa.dtype]
         weight_grad = bool(ctx.needs_input_grad[1])
         ranges = parallel_ranges(len(xa), grain=_NODE_GRAIN)
-        gx = np.zeros_like(xa)
-        gws = [np.zeros_like(wa) for _ in (ranges if weight_grad else ranges[:1])]
+        gx = np.zeros(xa.shape, xa.dtype)
+        # without a weight gradient the kernel gets a one-number buffer it never touches
+        gws = [np.zeros(wa.shape if weight_grad else (1,) * wa.ndim, wa.dtype) for _ in ranges]
 
         def run(k: int, lo: int, hi: int) -> None:  # nodes lo .. hi - 1; own weight buffer
-            gw = gws[k] if weight_grad else gws[0]
+            gw = gws[k]
             nodes = (xa[lo:hi], za[lo:hi], wa)
             contraction_backward(*nodes, *tables, ga[lo:hi], gx[lo:hi], gw, weight_grad)
 
