@@ -105,6 +105,7 @@ def conv_backward(
     gh = np.zeros(_MAX_H, dtype=x.dtype)
     t_row = np.empty(channels, dtype=x.dtype)
     xw = np.empty(channels, dtype=x.dtype)
+    zero = x.dtype.type(0)  # accumulators of x's type: a float64 sum would convert every term
     for e in range(n_edges):
         s = sender[e]
         r = receiver[e]
@@ -135,7 +136,7 @@ def conv_backward(
                 for m3 in range(d3):
                     hv = h[m1 * d3 + m3]
                     gr = g[r, o0 + m3]
-                    acc = 0.0
+                    acc = zero
                     for c in range(channels):
                         gv = gr[c]
                         t_row[c] += hv * gv

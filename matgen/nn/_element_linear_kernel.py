@@ -16,8 +16,11 @@ from numba import njit
 def element_linear_forward(
     x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, out
 ):
-    """``out[n, o + v d + m] += α sum_u W[u, z_n, v] x[n, i + u d + m]`` for every path."""
-    tmp = np.empty(mul_out.max(), dtype=x.dtype)
+    """``out[n, o + v d + m] += α sum_u W[u, z_n, v] x[n, i + u d + m]`` for every path.
+
+    Each weight row ``W[u, z_n, :]`` is read once per node and path and applied to all ``d``
+    components, accumulated in a ``(d, mul_out)`` buffer: a contiguous inner loop over ``v``."""
+    tmp = np.empty((dim.max(), mul_out.max()), dtype=x.dtype)
     for n in range(x.shape[0]):
         z = species[n]
         xn = x[n]
@@ -25,24 +28,31 @@ def element_linear_forward(
         for p in range(w_off.shape[0]):
             d = dim[p]
             mv = mul_out[p]
-            for m in range(d):
-                for v in range(mv):
-                    tmp[v] = 0.0
-                for u in range(mul_in[p]):
-                    xv = alpha[p] * xn[i_off[p] + u * d + m]
-                    base = w_off[p] + (u * n_el + z) * mv
+            a = alpha[p]
+            tmp[:d, :mv] = 0
+            for u in range(mul_in[p]):
+                base = w_off[p] + (u * n_el + z) * mv
+                wrow = w[base : base + mv]
+                first = i_off[p] + u * d
+                for m in range(d):
+                    xv = a * xn[first + m]
+                    row = tmp[m]
                     for v in range(mv):
-                        tmp[v] += xv * w[base + v]
+                        row[v] += xv * wrow[v]
+            for m in range(d):
+                row = tmp[m]
                 for v in range(mv):
-                    outn[o_off[p] + v * d + m] += tmp[v]
+                    outn[o_off[p] + v * d + m] += row[v]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def element_linear_backward(
     x, w, species, n_el, w_off, i_off, o_off, mul_in, mul_out, dim, alpha, g, gx, gw, weight_grad
 ):
-    """``g`` -> ``gx`` and, if ``weight_grad``, ``gw`` (accumulated)."""
-    grow = np.empty(mul_out.max(), dtype=x.dtype)
+    """``g`` -> ``gx`` and, if ``weight_grad``, ``gw`` (accumulated); the output gradient of a
+    node and path is first gathered into a ``(d, mul_out)`` buffer."""
+    grow = np.empty((dim.max(), mul_out.max()), dtype=x.dtype)
+    zero = x.dtype.type(0)  # accumulators of x's type: a float64 sum would convert every term
     for n in range(x.shape[0]):
         z = species[n]
         xn = x[n]
@@ -51,16 +61,25 @@ def element_linear_backward(
         for p in range(w_off.shape[0]):
             d = dim[p]
             mv = mul_out[p]
+            a = alpha[p]
             for m in range(d):
+                row = grow[m]
                 for v in range(mv):
-                    grow[v] = gn[o_off[p] + v * d + m]
-                for u in range(mul_in[p]):
-                    base = w_off[p] + (u * n_el + z) * mv
-                    acc = 0.0
+                    row[v] = gn[o_off[p] + v * d + m]
+            for u in range(mul_in[p]):
+                base = w_off[p] + (u * n_el + z) * mv
+                wrow = w[base : base + mv]
+                first = i_off[p] + u * d
+                for m in range(d):
+                    row = grow[m]
+                    acc = zero
                     for v in range(mv):
-                        acc += w[base + v] * grow[v]
-                    gxn[i_off[p] + u * d + m] += alpha[p] * acc
-                    if weight_grad:
-                        xv = alpha[p] * xn[i_off[p] + u * d + m]
+                        acc += wrow[v] * row[v]
+                    gxn[first + m] += a * acc
+                if weight_grad:
+                    gwrow = gw[base : base + mv]
+                    for m in range(d):
+                        xv = a * xn[first + m]
+                        row = grow[m]
                         for v in range(mv):
-                            gw[base + v] += xv * grow[v]
+                            gwrow[v] += xv * row[v]
