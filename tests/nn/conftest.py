@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import matgen.nn.convolution
 import matgen.nn.element_linear
 import matgen.nn.symmetric_contraction
+
+
+@pytest.fixture(autouse=True)
+def _uninitialised_buffers_hold_nan(monkeypatch):
+    """Buffers a kernel is meant to overwrite (``np.empty_like``) start as NaN, not as the
+    zeros fresh memory usually holds: a kernel that reads one before writing it fails."""
+    empty_like = np.empty_like
+
+    def poisoned(*args, **kwargs):
+        out = empty_like(*args, **kwargs)
+        if np.issubdtype(out.dtype, np.floating):
+            out.fill(np.nan)
+        return out
+
+    monkeypatch.setattr(np, "empty_like", poisoned)
 
 
 @pytest.fixture(params=[1, 3], ids=["one-thread", "three-threads"])
