@@ -107,12 +107,36 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
+@njit(cache=True)
+def _fused_dots(a, b):
+    out = np.empty(len(a))
+    for k in range(len(a)):
+        out[k] = _fma(a[k, 2], b[k, 2], _fma(a[k, 1], b[k, 1], a[k, 0] * b[k, 0]))
+    return out
+
+
+def _numpy_dot_is_fused() -> bool:
+    """Whether NumPy rounds a 3-vector dot product with two fused multiply-adds (the BLAS
+    ``ddot`` of some x86-64 builds and CPUs) rather than as a plain left-to-right sum (others):
+    probed on fixed random vectors, where the two roundings differ for about a third."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 256, 3))
+    numpy_dots = np.array([np.dot(x, y) for x, y in zip(a, b, strict=True)])
+    return bool(np.array_equal(numpy_dots, _fused_dots(a, b)))
+
+
+#: Frozen into the kernels when they compile (numba reads module globals as constants).
+_FUSED_DOT = _numpy_dot_is_fused()
+
+
 @njit(cache=True, inline="always")
 def _dot(a0, a1, a2, b0, b1, b2):
-    """A 3-vector dot product rounded as NumPy's ``inner``/``dot`` round it on x86-64 (BLAS
-    ``ddot``: two fused multiply-adds), so that angles at exact ties (90 degrees, collinear
-    bonds) resolve as in pymatgen."""
-    return _fma(a2, b2, _fma(a1, b1, a0 * b0))
+    """A 3-vector dot product rounded as NumPy's ``inner``/``dot`` round it on this machine
+    (:func:`_numpy_dot_is_fused`), so that angles at exact ties (90 degrees, collinear bonds)
+    resolve as in pymatgen."""
+    if _FUSED_DOT:
+        return _fma(a2, b2, _fma(a1, b1, a0 * b0))
+    return a0 * b0 + a1 * b1 + a2 * b2
 
 
 @njit(cache=True, inline="always")

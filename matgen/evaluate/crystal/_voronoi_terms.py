@@ -5,8 +5,9 @@ facet's solid angle (``solid_angle``) and its pyramid volume (``vol_tetra``) wit
 3-vectors, where ``np.cross`` alone costs ~40 us: after the order parameters
 (:mod:`matgen.evaluate.crystal._order_params`), these two helpers were 40% of a CrystalNN
 fingerprint's time. The functions below give the same floating-point results bit for bit: the
-same operations in the same order, dot products and norms rounded as NumPy's BLAS rounds them
-(two fused multiply-adds), cross products as ``np.cross`` (two products, one subtraction), and
+same operations in the same order, dot products and norms rounded as NumPy rounds them on this
+machine (two fused multiply-adds or a plain sum, depending on its BLAS and CPU: probed at import,
+:func:`matgen.evaluate.crystal._order_params._numpy_dot_is_fused`), cross products as ``np.cross`` (two products, one subtraction), and
 the arctangent from NumPy's own ``np.arctan`` (its SIMD arctangent can differ from the C
 library's in the last bit). ``tests/evaluate/test_order_params.py`` checks the equality on
 random facets and on whole fingerprints.
