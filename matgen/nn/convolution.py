@@ -169,7 +169,9 @@ class ChannelwiseConvolution(nn.Module):
             for dt in (np.float64, np.float32)
         }
         self._out_rows = int(out_rows[-1])
-        self._out_row_spans = [(int(a), int(b)) for a, b in itertools.pairwise(out_rows)]
+        #: component rows of each node irrep and each output irrep (split sizes of the layouts)
+        self._node_dims = [mul_ir.dim for mul_ir in self.irreps_node]
+        self._out_dims = [int(b - a) for a, b in itertools.pairwise(out_rows)]
 
     def forward(
         self,
@@ -199,7 +201,7 @@ class ChannelwiseConvolution(nn.Module):
         receiver: torch.Tensor,
     ) -> torch.Tensor:
         n, e, c = node_feats.shape[0], edge_attrs.shape[0], self.channels
-        parts = torch.split(node_feats, [mul_ir.dim for mul_ir in self.irreps_node], dim=1)
+        parts = torch.split(node_feats, self._node_dims, dim=1)
         senders = {
             i: parts[i].reshape(n, c, -1).index_select(0, sender)
             for i in {p[0] for p in self._paths}
@@ -227,7 +229,7 @@ class ChannelwiseConvolution(nn.Module):
     ) -> torch.Tensor:
         n, c, dtype = node_feats.shape[0], self.channels, node_feats.dtype
         # splits, not slices: a slice's backward writes a zero-filled copy of the whole tensor
-        parts = torch.split(node_feats, [mul_ir.dim for mul_ir in self.irreps_node], dim=1)
+        parts = torch.split(node_feats, self._node_dims, dim=1)
         x = torch.cat(
             [
                 part.view(n, c, ir.dim).transpose(1, 2)
@@ -237,7 +239,7 @@ class ChannelwiseConvolution(nn.Module):
         )
         w = weights.to(dtype).view(-1, len(self._paths), c)
         out = _CompiledConvolution.apply(x, edge_attrs.to(dtype), w, sender, receiver, self, paired)
-        parts = torch.split(out, [b - a for a, b in self._out_row_spans], dim=1)
+        parts = torch.split(out, self._out_dims, dim=1)
         return torch.cat([part.transpose(1, 2).reshape(n, -1) for part in parts], dim=1)
 
     def _backward_eager(
