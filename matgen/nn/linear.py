@@ -5,7 +5,8 @@ slice writes a zero-filled tensor of the whole input and copies the slice's grad
 and autograd then adds these full-size tensors up: on a ``(N, 1280)`` input of ten irreps that is
 ten zero-filled copies per call, more time than the arithmetic. :class:`IrrepsLinear` splits the
 input once (its backward is one concatenation) and applies each path's weights as one matrix
-product over the channel axis.
+product over the channel axis, the components of an irrep as rows (not as a batch of small
+products with the weights broadcast, which ran as a batched product at a few GFLOP/s).
 """
 
 from __future__ import annotations
@@ -60,12 +61,17 @@ class IrrepsLinear(o3.Linear):
                 mul_in = self.irreps_in[ins.i_in].mul
                 w = ws[k].view(mul_in, mul_out) * ins.path_weight
                 xi = xs[ins.i_in]
-                # (N, mul_in) or (N, d, mul_in): the channel axis last for one matrix product
-                y = xi @ w if ir.dim == 1 else xi.view(n, mul_in, ir.dim).transpose(1, 2) @ w
+                if ir.dim > 1:  # (N * d, mul_in): the channel axis last, one matrix product
+                    xi = xi.view(n, mul_in, ir.dim).transpose(1, 2).reshape(n * ir.dim, mul_in)
+                y = xi @ w
                 acc = y if acc is None else acc + y
             if acc is None:
                 outs.append(x.new_zeros(n, mul_out * ir.dim))
             else:
-                outs.append(acc if ir.dim == 1 else acc.transpose(1, 2).reshape(n, -1))
+                outs.append(
+                    acc
+                    if ir.dim == 1
+                    else acc.view(n, ir.dim, mul_out).transpose(1, 2).reshape(n, -1)
+                )
         out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
         return out.reshape(*lead, self.irreps_out.dim)

@@ -17,6 +17,7 @@ import math
 
 import torch
 from e3nn import nn as e3nn_nn
+from e3nn.math import normalize2mom
 from torch import nn
 
 __all__ = ["BesselBasis", "PolynomialCutoff", "RadialEmbedding", "RadialMLP"]
@@ -75,9 +76,11 @@ class RadialEmbedding(nn.Module):
 
 
 class RadialMLP(e3nn_nn.FullyConnectedNet):
-    """e3nn's ``FullyConnectedNet`` (same parameters, state dict and numbers, bit for bit),
-    evaluated without its multiplication of every hidden activation by ``var_out ** 0.5`` when
-    that is one: a full pass over ``(E, width)`` per layer, forward and backward, on every edge.
+    """e3nn's ``FullyConnectedNet`` (same parameters, state dict and numbers up to rounding),
+    evaluated with two passes over every ``(E, width)`` hidden activation fewer per layer,
+    forward and backward: the activation's normalising constant (e3nn's ``normalize2mom``) and
+    ``var_out ** 0.5`` are folded into the next layer's weight instead of multiplying the
+    activations.
 
     Args:
         hs: input, hidden and output widths.
@@ -88,11 +91,17 @@ class RadialMLP(e3nn_nn.FullyConnectedNet):
         super().__init__(hs, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 1.0  # the factor the activations x still owe
         for layer in self:
+            norm = layer.h_in * layer.var_in
             if layer.act is None:
-                x = x @ (layer.weight / (layer.h_in * layer.var_in / layer.var_out) ** 0.5)
-                continue
-            x = layer.act(x @ (layer.weight / (layer.h_in * layer.var_in) ** 0.5))
-            if layer.var_out != 1:
-                x = x * layer.var_out**0.5
-        return x
+                norm /= layer.var_out
+            x = x @ (layer.weight * (scale / norm**0.5))
+            scale = 1.0
+            if layer.act is not None:
+                act = layer.act
+                if isinstance(act, normalize2mom) and not act._is_id:
+                    act, scale = act.f, act.cst
+                x = act(x)
+                scale *= layer.var_out**0.5
+        return x if scale == 1.0 else x * scale
