@@ -76,11 +76,10 @@ class RadialEmbedding(nn.Module):
 
 
 class RadialMLP(e3nn_nn.FullyConnectedNet):
-    """e3nn's ``FullyConnectedNet`` (same parameters, state dict and numbers up to rounding),
-    evaluated with two passes over every ``(E, width)`` hidden activation fewer per layer,
-    forward and backward: the activation's normalising constant (e3nn's ``normalize2mom``) and
-    ``var_out ** 0.5`` are folded into the next layer's weight instead of multiplying the
-    activations.
+    """e3nn's ``FullyConnectedNet`` (same parameters, state dict and numbers up to rounding).
+    The activation's normalising constant (e3nn's ``normalize2mom``) and ``var_out ** 0.5`` are
+    folded into the next layer's weight, where e3nn multiplies every ``(E, width)`` hidden
+    activation by them: a pass per hidden layer fewer, forward and backward, on every edge.
 
     Args:
         hs: input, hidden and output widths.
