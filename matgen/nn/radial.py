@@ -99,7 +99,9 @@ class RadialMLP(e3nn_nn.FullyConnectedNet):
             scale = 1.0
             if layer.act is not None:
                 act = layer.act
-                if isinstance(act, normalize2mom) and not act._is_id:
+                # e3nn skips a constant within 1e-4 of one (``_is_id``); without the flag, act
+                # is called as it is
+                if isinstance(act, normalize2mom) and not getattr(act, "_is_id", True):
                     act, scale = act.f, act.cst
                 x = act(x)
                 scale *= layer.var_out**0.5
