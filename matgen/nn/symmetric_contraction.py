@@ -184,8 +184,9 @@ class SymmetricContraction(nn.Module):
         target irrep), all weights ``K`` (of every target irrep and body order, in the order of
         ``_weight_keys``) and all distinct monomials ``Q`` (of every degree)."""
         u0 = self.U_0_1
-        out_dims = [ir.dim for _, ir in self.irreps_out]
-        self._out_offsets = [0, *itertools.accumulate(out_dims)]
+        #: component rows of each output irrep (split sizes of the ``(N, O, C)`` layout)
+        self._out_dims = [ir.dim for _, ir in self.irreps_out]
+        self._out_offsets = [0, *itertools.accumulate(self._out_dims)]
         blocks = []  # (j, nu, monomial index (q, nu), coefficients (q, o, k))
         for j, _ in enumerate(self.irreps_out):
             for nu in range(1, self.correlation + 1):
@@ -300,8 +301,7 @@ class SymmetricContraction(nn.Module):
     def _to_e3nn(self, out: torch.Tensor) -> torch.Tensor:
         """``(N, O, C)`` -> ``(N, C * dim(irreps_out))``, channels outer within each irrep."""
         n = out.shape[0]
-        sizes = [b - a for a, b in itertools.pairwise(self._out_offsets)]
-        parts = torch.split(out, sizes, dim=1)  # not slices: see irreps_to_channels
+        parts = torch.split(out, self._out_dims, dim=1)  # not slices: see irreps_to_channels
         return torch.cat([part.transpose(1, 2).reshape(n, -1) for part in parts], dim=-1)
 
     def _forward_compiled(self, x: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
