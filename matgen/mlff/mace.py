@@ -12,9 +12,17 @@ strain of positions and cell (:func:`matgen.mlff.potential.energy_forces_stress`
 
 Edges: the model receives at atom ``i`` from every neighbour ``j`` of the batch's neighbour list
 within ``r_max``, with edge vector ``x_i - (x_j + S @ cell)``.
+
+Inference on a CPU reads the radial MLPs' weights from a quintic Hermite table of the edge
+length (:class:`matgen.nn.radial_table.RadialTable`, built on first use and rebuilt when the
+radial parameters change) wherever no parameter needs a gradient: the MLPs are a third of a
+model call on a CPU, and the table matches them to ``1e-10`` of each weight's largest value
+(measured on every build). Training, CUDA and ``model.tabulate_radial = False`` evaluate the MLPs.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from ase.data import chemical_symbols
@@ -26,12 +34,16 @@ from matgen.data.errors import DataError
 from matgen.mlff.config import MACEConfig
 from matgen.nn.interaction import ElementInteraction, ResidualInteraction
 from matgen.nn.radial import RadialEmbedding
+from matgen.nn.radial_table import RadialTable
 from matgen.nn.readout import LinearReadout, MLPReadout, ProductBlock
 
 __all__ = ["MACE"]
 
 #: Closest approach (Å) below which two atoms are reported as overlapping.
 MIN_DISTANCE = 1e-6
+
+#: Shortest edge (Å) of the radial table; shorter edges evaluate the MLPs.
+TABLE_MIN_DISTANCE = 0.5
 
 
 class MACE(nn.Module):
@@ -40,10 +52,18 @@ class MACE(nn.Module):
     Args:
         config: architecture and statistics (:class:`MACEConfig`, presets in
             :func:`matgen.mlff.config.preset`).
+
+    Attributes:
+        tabulate_radial: read the radial weights from a table at inference on a CPU (see the
+            module docstring); set ``False`` to evaluate the MLPs always.
     """
+
+    tabulate_radial: bool = True
 
     def __init__(self, config: MACEConfig) -> None:
         super().__init__()
+        # (radial parameters the table was built from, the table or None where none fits)
+        self._radial_table: tuple[list[torch.Tensor], RadialTable | None] | None = None
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)  # exact constants; cast later with .to(dtype)
         try:
@@ -181,20 +201,72 @@ class MACE(nn.Module):
         # Radial weights depend on the distance alone: once per pair when edges 2k and 2k + 1
         # are one pair's two directions (the batched neighbour list writes them so).
         paired = _reverse_pairs(batch)
-        edge_feats = self.radial(lengths[0::2] if paired else lengths)
+        radial_weights = self.radial_weights(lengths[0::2] if paired else lengths)
         edge_index = batch.edge_index
         node_feats = self.node_embedding(node_attrs)
         site = torch.zeros_like(positions[:, 0])
-        for interaction, product, readout in zip(
-            self.interactions, self.products, self.readouts, strict=True
+        for interaction, weights, product, readout in zip(
+            self.interactions, radial_weights, self.products, self.readouts, strict=True
         ):
-            basis, sc = interaction(
-                node_attrs, node_feats, edge_attrs, edge_feats, edge_index, paired
-            )
+            basis, sc = interaction(node_attrs, node_feats, edge_attrs, weights, edge_index, paired)
             node_feats = product(basis, sc, species)
             site = site + readout(node_feats)
         scale, shift = self.config.scale, self.config.shift
         return self.atomic_energies[species] + scale * site + shift
+
+    def radial_weights(self, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Per interaction, its radial MLP's weights ``(E, weight_numel)`` of edge lengths
+        ``(E,)`` Å: from the radial table where it applies (the MLPs for edges outside it),
+        else from the MLPs."""
+        table = self._table_for(lengths)
+        if table is None:
+            feats = self.radial(lengths)
+            return [block.radial_mlp(feats) for block in self.interactions]
+        outside = (lengths < table.lo) | (lengths > table.hi)
+        if not bool(outside.any()):
+            return list(table(lengths))
+        rows = torch.nonzero(outside)[:, 0]
+        feats = self.radial(lengths[rows])
+        weights = table(lengths.clamp(table.lo, table.hi))  # rows outside: replaced
+        return [
+            w.index_put((rows,), block.radial_mlp(feats))
+            for w, block in zip(weights, self.interactions, strict=True)
+        ]
+
+    def _table_for(self, lengths: torch.Tensor) -> RadialTable | None:
+        """The radial table, if these lengths may use it (built or rebuilt when needed)."""
+        if (
+            not self.tabulate_radial
+            or self.training
+            or lengths.device.type != "cpu"
+            or lengths.dtype not in (torch.float32, torch.float64)
+        ):
+            return None
+        params = [*self.radial.buffers()]
+        params += [p for block in self.interactions for p in block.radial_mlp.parameters()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return None  # a gradient for the MLPs' parameters: training
+        cached = self._radial_table
+        if cached is None or not _same_tensors(cached[0], params):
+            table = RadialTable.build(
+                self._radial_function(), TABLE_MIN_DISTANCE, self.r_max, dtype=lengths.dtype
+            )
+            cached = self._radial_table = ([p.detach().clone() for p in params], table)
+        return cached[1]
+
+    def _radial_function(self):
+        """Float64 copies of the radial features and MLPs: lengths -> weights per interaction."""
+        radial = copy.deepcopy(self.radial).to(device="cpu", dtype=torch.float64)
+        mlps = [
+            copy.deepcopy(block.radial_mlp).to(device="cpu", dtype=torch.float64)
+            for block in self.interactions
+        ]
+
+        def function(r: torch.Tensor) -> list[torch.Tensor]:
+            feats = radial(r)
+            return [mlp(feats) for mlp in mlps]
+
+        return function
 
     def forward(
         self,
@@ -212,6 +284,13 @@ class MACE(nn.Module):
         return energy_forces_stress(
             self, self.prepare(batch), forces=forces, stress=stress, create_graph=training
         )
+
+
+def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.device == y.device and torch.equal(x, y)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def _reverse_pairs(batch: AtomsBatch) -> bool:

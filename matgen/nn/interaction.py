@@ -116,17 +116,18 @@ class InteractionBlock(nn.Module):
         self,
         node_feats: torch.Tensor,
         edge_attrs: torch.Tensor,
-        edge_feats: torch.Tensor,
+        radial_weights: torch.Tensor,
         edge_index: torch.Tensor,
         paired: bool = False,
     ) -> torch.Tensor:
         """``(N, dim node) -> (N, dim target)``: ``W_out sum_j R ⊙ (W_up h_j ⊗ Y) / n_avg``.
-        ``edge_index[0]`` receives, ``edge_index[1]`` sends. ``paired``: edges ``2k`` and
-        ``2k + 1`` are one pair's two directions and ``edge_feats`` has one row per pair."""
+        ``radial_weights`` ``(E, weight_numel)`` is ``R``: this block's ``radial_mlp`` of the
+        edges' radial features (or the model's table of it). ``edge_index[0]`` receives,
+        ``edge_index[1]`` sends. ``paired``: edges ``2k`` and ``2k + 1`` are one pair's two
+        directions and ``radial_weights`` has one row per pair."""
         receiver, sender = edge_index
         h = self.linear_up(node_feats)
-        weights = self.radial_mlp(edge_feats)
-        summed = self.conv_tp(h, edge_attrs, weights, sender, receiver, paired=paired)
+        summed = self.conv_tp(h, edge_attrs, radial_weights, sender, receiver, paired=paired)
         return self.linear(summed) / self.avg_num_neighbors
 
 
@@ -142,12 +143,12 @@ class ElementInteraction(InteractionBlock):
         node_attrs: torch.Tensor,
         node_feats: torch.Tensor,
         edge_attrs: torch.Tensor,
-        edge_feats: torch.Tensor,
+        radial_weights: torch.Tensor,
         edge_index: torch.Tensor,
         paired: bool = False,
     ) -> tuple[torch.Tensor, None]:
         """Returns the message ``(N, C, D)`` and no residual."""
-        message = self.convolve(node_feats, edge_attrs, edge_feats, edge_index, paired)
+        message = self.convolve(node_feats, edge_attrs, radial_weights, edge_index, paired)
         message = self.skip_tp(message, node_attrs)
         return irreps_to_channels(message, self.target_irreps), None
 
@@ -164,11 +165,11 @@ class ResidualInteraction(InteractionBlock):
         node_attrs: torch.Tensor,
         node_feats: torch.Tensor,
         edge_attrs: torch.Tensor,
-        edge_feats: torch.Tensor,
+        radial_weights: torch.Tensor,
         edge_index: torch.Tensor,
         paired: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the message ``(N, C, D)`` and the residual ``(N, dim hidden)``."""
         sc = self.skip_tp(node_feats, node_attrs)
-        message = self.convolve(node_feats, edge_attrs, edge_feats, edge_index, paired)
+        message = self.convolve(node_feats, edge_attrs, radial_weights, edge_index, paired)
         return irreps_to_channels(message, self.target_irreps), sc

@@ -207,3 +207,60 @@ def test_mp0_presets_mirror_the_foundation_models(name):
     hidden = str(model.products[0].target_irreps)
     assert hidden == ("128x0e" if name == "mp0-small" else "128x0e+128x1o")
     assert str(model.products[1].target_irreps) == "128x0e"  # the last layer keeps scalars
+
+
+def test_radial_table_agrees_with_the_mlps(model, mp20_atoms, ethanol):
+    """Inference on a CPU reads the radial weights from a table; energies, forces and stress
+    agree with the MLPs' to 1e-9 in float64 (to float32's rounding in float32)."""
+    batch = AtomsBatch.from_atoms([*mp20_atoms, ethanol])
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-5)):
+        tabled = copy.deepcopy(model).to(dtype)
+        exact = copy.deepcopy(tabled)
+        exact.tabulate_radial = False
+        a, b = tabled(batch.to(dtype=dtype)), exact(batch.to(dtype=dtype))
+        with torch.no_grad():
+            probe = torch.ones(1, dtype=dtype)
+            assert tabled._table_for(probe) is not None and exact._table_for(probe) is None
+        for key in ("energy", "forces", "stress"):
+            scale = float(b[key].abs().max())
+            torch.testing.assert_close(a[key], b[key], rtol=tol, atol=tol * scale)
+
+
+def test_radial_table_only_where_no_parameter_needs_a_gradient(model, mp20_atoms):
+    module = copy.deepcopy(model)
+    batch = module.prepare(AtomsBatch.from_atoms(mp20_atoms))
+    i, j = batch.edge_index
+    lengths = batch.positions[i] - batch.positions[j] - batch.shifts.double() @ batch.cell[0]
+    lengths = torch.linalg.vector_norm(lengths[batch.batch[i] == 0], dim=1)
+    feats = module.radial(lengths)
+    with torch.no_grad():
+        exact = [block.radial_mlp(feats) for block in module.interactions]
+        tabled = module.radial_weights(lengths)
+    assert not all(torch.equal(a, b) for a, b in zip(tabled, exact, strict=True))
+    for a, b in zip(tabled, exact, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * float(b.abs().max()))
+    # parameters that need gradients: the MLPs
+    weights = module.radial_weights(lengths)
+    assert all(torch.equal(a, b) for a, b in zip(weights, exact, strict=True))
+    # edges shorter than the table: the MLPs for those, the table for the others
+    short = torch.cat([lengths, lengths.new_tensor([0.3])])
+    with torch.no_grad():
+        weights = module.radial_weights(short)
+        reference = [block.radial_mlp(module.radial(short[-1:])) for block in module.interactions]
+    for w, t, r in zip(weights, tabled, reference, strict=True):
+        assert torch.equal(w[:-1], t) and torch.equal(w[-1:], r)
+    module.train()
+    with torch.no_grad():
+        assert all(
+            torch.equal(a, b) for a, b in zip(module.radial_weights(lengths), exact, strict=True)
+        )
+    # new radial parameters: a new table
+    module.eval()
+    with torch.no_grad():
+        module.interactions[0].radial_mlp[0].weight.mul_(1.5)
+        changed = module.radial_weights(lengths)[0]
+        reference = module.interactions[0].radial_mlp(feats)
+    assert not torch.allclose(changed, exact[0])
+    torch.testing.assert_close(
+        changed, reference, rtol=1e-10, atol=1e-10 * float(reference.abs().max())
+    )
