@@ -1,11 +1,15 @@
 """MACE energy + forces + stress on a CPU: compiled kernels against eager PyTorch operations.
 
 In evaluation mode on a CPU, matgen's MACE runs the channel-wise convolution, the symmetric
-contraction and the element-dependent skip connections as compiled kernels (numba); in
-training mode the same model runs them as eager PyTorch operations (the path that training
-differentiates twice). Both give the same numbers. This script times one against the other on
-the first ``--n`` MP-20 test structures, at several batch sizes, in ms per structure
-(model call only: the batches and their neighbour lists are built beforehand).
+contraction and the element-dependent skip connections as compiled kernels (numba), and reads
+the radial MLPs' weights from a table of the edge length; in training mode the same model runs
+eager PyTorch operations and the MLPs (the path that training differentiates twice). Both give
+the same numbers (the table to 1e-10 of each weight). This script times them on the first
+``--n`` MP-20 test structures, at several batch sizes, in ms per structure (model call only: the
+batches and their neighbour lists are built beforehand): eager, compiled with the radial MLPs
+(``tabulate_radial = False``), and compiled with the table; the ratios are eager over compiled
+and the table's gain. The three take turns in each of ``--repeats`` rounds; each one's best
+round counts.
 
 Potential: a seeded random ``cpu-small`` MACE over MACE-MP-0's 89 elements, as in
 ``bench_relax.py``, or ``--potential`` (a shipped name or a checkpoint).
@@ -20,19 +24,23 @@ import argparse
 import copy
 import time
 
+import numpy as np
 import torch
 
 
-def _time(model, batches, repeats: int) -> float:
-    """Best of ``repeats`` passes over ``batches``, seconds."""
-    for batch in batches[:2]:
-        model(batch)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for batch in batches:
+def _best_times(models: list, batches: list, repeats: int) -> list[float]:
+    """Best of ``repeats`` passes over ``batches`` per model, seconds; the models take turns
+    within each round, so that a machine whose speed drifts affects them alike."""
+    for model in models:
+        for batch in batches[:2]:
             model(batch)
-        best = min(best, time.perf_counter() - start)
+    best = [float("inf")] * len(models)
+    for _ in range(repeats):
+        for k, model in enumerate(models):
+            start = time.perf_counter()
+            for batch in batches:
+                model(batch)
+            best[k] = min(best[k], time.perf_counter() - start)
     return best
 
 
@@ -66,22 +74,46 @@ def main() -> None:
         f"{args.potential or 'random cpu-small (89 elements)'}, {args.threads} threads; "
         "ms per structure, energy + forces + stress"
     )
-    print(f"{'dtype':8s}{'batch':>6s}{'eager':>10s}{'compiled':>10s}{'ratio':>8s}")
+    print(
+        f"{'dtype':8s}{'batch':>6s}{'eager':>10s}{'comp. MLP':>11s}{'comp. table':>13s}"
+        f"{'ratio':>8s}{'table gain':>12s}"
+    )
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
         compiled = copy.deepcopy(base).to(dtype).eval()
+        untabled = copy.deepcopy(compiled)
+        untabled.tabulate_radial = False
         eager = copy.deepcopy(base).to(dtype).train()
         for size in args.batches:
             batches = [
                 compiled.prepare(AtomsBatch.from_atoms(structures[k : k + size], dtype=dtype))
                 for k in range(0, args.n, size)
             ]
-            t_eager = _time(eager, batches, args.repeats) / args.n * 1e3
-            t_compiled = _time(compiled, batches, args.repeats) / args.n * 1e3
-            print(
-                f"{dtype_name:8s}{size:6d}{t_eager:10.2f}{t_compiled:10.2f}"
-                f"{t_eager / t_compiled:7.2f}x"
+            t_eager, t_mlp, t_compiled = (
+                t / args.n * 1e3
+                for t in _best_times([eager, untabled, compiled], batches, args.repeats)
             )
+            print(
+                f"{dtype_name:8s}{size:6d}{t_eager:10.2f}{t_mlp:11.2f}{t_compiled:13.2f}"
+                f"{t_eager / t_compiled:7.2f}x{t_mlp / t_compiled:11.2f}x"
+            )
+        table = compiled._radial_table[1]
+        diffs = []
+        for batch in batches:
+            a, b = compiled(batch), untabled(batch)
+            diffs.append(
+                [
+                    float((a[k] - b[k]).abs().max() / b[k].abs().max())
+                    for k in ("energy", "forces", "stress")
+                ]
+            )
+        de, df, ds = np.max(diffs, axis=0)
+        print(
+            f"{dtype_name:8s}radial table: {table.cells} cells, {table.nbytes / 2**20:.1f} MiB, "
+            f"measured error {table.max_error:.2g} of each weight's largest value; table - MLP, "
+            f"relative to the largest value in the batch: energy {de:.2g}, forces {df:.2g}, "
+            f"stress {ds:.2g}"
+        )
 
 
 if __name__ == "__main__":
