@@ -246,6 +246,8 @@ class MACE(nn.Module):
         params += [p for block in self.interactions for p in block.radial_mlp.parameters()]
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return None  # a gradient for the MLPs' parameters: training
+        if lengths.dtype != params[-1].dtype:
+            return None  # the model's dtype decides the table's; the MLPs report the mismatch
         cached = self._radial_table
         if cached is None or not _same_tensors(cached[0], params):
             table = RadialTable.build(
@@ -288,7 +290,10 @@ class MACE(nn.Module):
 
 def _same_tensors(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(
-        x.dtype == y.dtype and x.device == y.device and torch.equal(x, y)
+        x.dtype == y.dtype
+        and x.device == y.device
+        and x.shape == y.shape
+        and torch.allclose(x, y, rtol=0.0, atol=0.0, equal_nan=True)
         for x, y in zip(a, b, strict=True)
     )
 

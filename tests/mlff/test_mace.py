@@ -264,3 +264,29 @@ def test_radial_table_only_where_no_parameter_needs_a_gradient(model, mp20_atoms
     torch.testing.assert_close(
         changed, reference, rtol=1e-10, atol=1e-10 * float(reference.abs().max())
     )
+
+
+def test_radial_table_follows_dtype_and_state_dict_and_falls_back_with_gradients(model, mp20_atoms):
+    module = copy.deepcopy(model)
+    batch = AtomsBatch.from_atoms(mp20_atoms)
+    with pytest.raises(RuntimeError):  # lengths of the wrong dtype: the MLPs report it
+        module(batch.to(dtype=torch.float32))
+    out = module(batch)  # and the float64 table still serves float64 batches
+    reference = copy.deepcopy(module)
+    reference.tabulate_radial = False
+    torch.testing.assert_close(out["forces"], reference(batch)["forces"], rtol=1e-9, atol=1e-10)
+    # new weights through load_state_dict: a new table
+    state = {k: v * 1.1 if "radial_mlp" in k else v for k, v in module.state_dict().items()}
+    module.load_state_dict(state)
+    reference.load_state_dict(state)
+    torch.testing.assert_close(
+        module(batch)["energy"], reference(batch)["energy"], rtol=1e-9, atol=0
+    )
+    # edges outside the table on both sides: the MLP's rows, with its gradients
+    r = torch.tensor(
+        [0.3, 0.49999, 0.5, 2.0, module.r_max, module.r_max + 0.1], dtype=torch.float64
+    )
+    r.requires_grad_(True)
+    module.requires_grad_(False)
+    assert module._table_for(r.detach()) is not None
+    assert torch.autograd.gradcheck(lambda x: module.radial_weights(x), (r,))
