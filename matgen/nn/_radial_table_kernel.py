@@ -11,6 +11,14 @@ from __future__ import annotations
 from numba import njit
 
 
+@njit(cache=True, inline="always")
+def _cell(r, e, lo, inv_h, last):
+    """Cell of edge ``e`` and the position ``t`` in it (in ``r``'s dtype)."""
+    x = (r[e] - lo) * inv_h
+    k = min(max(int(x), 0), last)
+    return k, r.dtype.type(x - k)
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def table_forward(r, order, coef, lo, inv_h, out):
     """``out[e] = R(r[e])`` for the edges ``order``."""
@@ -18,9 +26,7 @@ def table_forward(r, order, coef, lo, inv_h, out):
     width = coef.shape[2]
     for q in range(order.shape[0]):
         e = order[q]
-        x = (r[e] - lo) * inv_h
-        k = min(max(int(x), 0), last)
-        t = r.dtype.type(x - k)
+        k, t = _cell(r, e, lo, inv_h, last)
         c = coef[k]
         row = out[e]
         for w in range(width):
@@ -38,9 +44,7 @@ def table_backward(r, order, coef, lo, inv_h, g, gr):
     four, five = r.dtype.type(4), r.dtype.type(5)
     for q in range(order.shape[0]):
         e = order[q]
-        x = (r[e] - lo) * inv_h
-        k = min(max(int(x), 0), last)
-        t = r.dtype.type(x - k)
+        k, t = _cell(r, e, lo, inv_h, last)
         c = coef[k]
         ge = g[e]
         acc = zero
