@@ -15,9 +15,9 @@ within ``r_max``, with edge vector ``x_i - (x_j + S @ cell)``.
 
 Inference on a CPU reads the radial MLPs' weights from a quintic Hermite table of the edge
 length (:class:`matgen.nn.radial_table.RadialTable`, built on first use and rebuilt when the
-radial parameters change) wherever no parameter needs a gradient: the MLPs are a third of a
-model call on a CPU, and the table matches them to ``1e-10`` of each weight's largest value
-(measured on every build). Training, CUDA and ``model.tabulate_radial = False`` evaluate the MLPs.
+radial parameters change) wherever no parameter needs a gradient, in place of several matrix
+products per edge forward and backward (``benchmarks/bench_mace_cpu.py`` times both); the
+table matches the MLPs to ``1e-10`` of each weight's largest value (measured on every build). Training, CUDA and ``model.tabulate_radial = False`` evaluate the MLPs.
 """
 
 from __future__ import annotations

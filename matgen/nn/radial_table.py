@@ -75,6 +75,7 @@ class RadialTable:
         self.inv_h = self.cells / (self.hi - self.lo)
         self.max_error = float(max_error)
         self.dtype = self.coefficients[0].dtype
+        self.torch_dtype = torch.from_numpy(self.coefficients[0][:0]).dtype
 
     @property
     def nbytes(self) -> int:
@@ -99,19 +100,18 @@ class RadialTable:
         finite."""
         if not hi > lo > 0:
             raise ValueError(f"a radial table needs 0 < lo < hi, got lo={lo}, hi={hi}")
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        np_dtype = torch.empty((), dtype=dtype).numpy().dtype
         with torch.no_grad():
             probe = [v.shape[1] for v in function(torch.tensor([lo, hi], dtype=torch.float64))]
         width = sum(probe)
         k = int(cells)
-        while k * 6 * width * itemsize <= max_bytes:
+        while k * 6 * width * np_dtype.itemsize <= max_bytes:
             coefficients = _fit(function, lo, hi, k)
             error = _error(function, coefficients, lo, hi)
             if not math.isfinite(error):
                 return None  # a non-finite function (diverged parameters): nothing to tabulate
             if error <= tol:
-                cast = [c.astype(torch.empty((), dtype=dtype).numpy().dtype) for c in coefficients]
-                return cls(cast, lo, hi, max_error=error)
+                return cls([c.astype(np_dtype) for c in coefficients], lo, hi, max_error=error)
             # the error falls as h^6: skip the doublings that cannot reach tol
             k *= 2 ** max(1, math.ceil(math.log2((error / tol) ** (1 / 6))))
         return None
@@ -121,7 +121,7 @@ class RadialTable:
         return r.numel() == 0 or (float(r.min()) >= self.lo and float(r.max()) <= self.hi)
 
     def __call__(self, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if r.dtype != torch.from_numpy(np.empty(0, self.dtype)).dtype:
+        if r.dtype != self.torch_dtype:
             raise TypeError(f"this table holds {self.dtype} values, the lengths are {r.dtype}")
         return _Interpolate.apply(r, self)
 
