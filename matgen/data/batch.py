@@ -29,6 +29,7 @@ are the single source of truth. Build batches with :meth:`from_structures`,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -384,28 +385,46 @@ class AtomsBatch:
 
     def split(self) -> list[AtomsBatch]:
         """One single-system batch per system (edges and targets kept)."""
-        out = []
-        offsets = self.atom_offsets.tolist()
-        edge_sys = self.batch[self.edge_index[0]] if self.edge_index is not None else None
-        for s in range(len(self)):
-            lo, hi = offsets[s], offsets[s + 1]
-            mask = None if edge_sys is None else edge_sys == s
-            out.append(
-                AtomsBatch(
-                    positions=self.positions[lo:hi],
-                    numbers=self.numbers[lo:hi],
-                    cell=self.cell[s : s + 1],
-                    pbc=self.pbc[s : s + 1],
-                    n_atoms=self.n_atoms[s : s + 1],
-                    edge_index=None if mask is None else self.edge_index[:, mask] - lo,
-                    shifts=None if mask is None else self.shifts[mask],
-                    cutoff=self.cutoff,
-                    system_props={k: v[s : s + 1] for k, v in self.system_props.items()},
-                    atom_props={k: v[lo:hi] for k, v in self.atom_props.items()},
-                    ids=(self.ids[s],),
-                )
-            )
-        return out
+        return [self.systems(s, s + 1) for s in range(len(self))]
+
+    def systems(self, start: int, stop: int) -> AtomsBatch:
+        """The batch of systems ``start .. stop - 1`` (edges and targets kept)."""
+        offsets = self.atom_offsets
+        lo, hi = int(offsets[start]), int(offsets[stop])
+        edge_index = shifts = None
+        if self.edge_index is not None:
+            edge_sys = self.batch[self.edge_index[0]]
+            mask = (edge_sys >= start) & (edge_sys < stop)
+            edge_index, shifts = self.edge_index[:, mask] - lo, self.shifts[mask]
+        return AtomsBatch(
+            positions=self.positions[lo:hi],
+            numbers=self.numbers[lo:hi],
+            cell=self.cell[start:stop],
+            pbc=self.pbc[start:stop],
+            n_atoms=self.n_atoms[start:stop],
+            edge_index=edge_index,
+            shifts=shifts,
+            cutoff=self.cutoff,
+            system_props={k: v[start:stop] for k, v in self.system_props.items()},
+            atom_props={k: v[lo:hi] for k, v in self.atom_props.items()},
+            ids=self.ids[start:stop],
+        )
+
+    def chunks(self, parts: int) -> list[AtomsBatch]:
+        """At most ``parts`` batches of consecutive systems with about equal numbers of atoms,
+        in order (none empty); concatenating their per-system or per-atom outputs gives this
+        batch's."""
+        if parts < 1:
+            raise ValueError(f"parts must be at least 1, got {parts}")
+        n_sys = len(self)
+        if n_sys == 0:
+            return [self]
+        ends = torch.cumsum(self.n_atoms, 0).cpu().numpy()
+        targets = ends[-1] * np.arange(1, parts) / parts
+        # each boundary after the system whose end is closest to its target, at least one each
+        cuts = np.abs(ends[None, :-1] - targets[:, None]).argmin(axis=1) + 1 if n_sys > 1 else []
+        bounds = sorted({0, n_sys, *(int(c) for c in cuts)})
+        return [self.systems(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _unique_ids(ids: list[str]) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ table matches the MLPs to ``1e-10`` of each weight's largest value (measured on 
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 from ase.data import chemical_symbols
@@ -44,6 +45,9 @@ MIN_DISTANCE = 1e-6
 
 #: Shortest edge (Å) of the radial table; shorter edges evaluate the MLPs.
 TABLE_MIN_DISTANCE = 0.5
+
+#: One table build at a time (its fit uses forward-mode autodiff, whose state is global).
+_TABLE_LOCK = threading.Lock()
 
 
 class MACE(nn.Module):
@@ -250,10 +254,16 @@ class MACE(nn.Module):
             return None  # the model's dtype decides the table's; the MLPs report the mismatch
         cached = self._radial_table
         if cached is None or not _same_tensors(cached[0], params):
-            table = RadialTable.build(
-                self._radial_function(), TABLE_MIN_DISTANCE, self.r_max, dtype=lengths.dtype
-            )
-            cached = self._radial_table = ([p.detach().clone() for p in params], table)
+            with _TABLE_LOCK:  # threads evaluating parts of one batch build it once
+                cached = self._radial_table
+                if cached is None or not _same_tensors(cached[0], params):
+                    table = RadialTable.build(
+                        self._radial_function(),
+                        TABLE_MIN_DISTANCE,
+                        self.r_max,
+                        dtype=lengths.dtype,
+                    )
+                    cached = self._radial_table = ([p.detach().clone() for p in params], table)
         return cached[1]
 
     def _radial_function(self):

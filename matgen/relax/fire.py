@@ -21,7 +21,8 @@ in a row, ``dt ← min(finc dt, dtmax)``, ``a ← fa a``; otherwise ``v ← 0``,
 longer. Structures without a relaxing cell carry zero cell rows, which change none of the sums.
 
 Continuous batching: converged (or failed) structures leave the batch and waiting ones enter,
-keeping at most ``max_atoms`` atoms in flight. A structure whose energy or forces become
+keeping at most ``max_atoms`` atoms in flight. On a CPU with several threads, the batch is
+evaluated in parts side by side, one thread each (:func:`matgen.mlff.potential.evaluate_threaded`). A structure whose energy or forces become
 non-finite or absurd is stopped and flagged; it never affects the others.
 """
 
@@ -36,6 +37,7 @@ from ase import Atoms
 
 from matgen.data.batch import AtomsBatch
 from matgen.data.errors import DataError
+from matgen.mlff.potential import evaluate_threaded
 
 __all__ = ["FIREParameters", "RelaxResult", "relax_batched"]
 
@@ -144,6 +146,7 @@ def relax_batched(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
     on_result: Callable[[int, RelaxResult], None] | None = None,
+    threads: int | None = None,
 ) -> list[RelaxResult]:
     """Relax ``structures`` with ``model`` (``model(batch) -> energy, forces, stress``).
 
@@ -154,6 +157,9 @@ def relax_batched(
         max_atoms: atoms evaluated together at most (the memory budget).
         on_result: called with ``(index, result)`` as each structure finishes (for streaming
             results into a store).
+        threads: CPU threads that evaluate parts of the batch side by side, one part each
+            (default ``torch.get_num_threads()``; ``1``: one call with the operations' own
+            threading). Results do not depend on it.
 
     Returns:
         One :class:`RelaxResult` per input, in input order.
@@ -190,7 +196,7 @@ def relax_batched(
         if active is None:
             continue
         try:
-            energy, fmax_now, gen_forces, positions, cells = _evaluate(model, active)
+            energy, fmax_now, gen_forces, positions, cells = _evaluate(model, active, threads)
         except DataError as exc:  # one bad structure: evaluate the rest without it
             bad = _blame(exc, active)
             i = active.index[bad]
@@ -281,7 +287,9 @@ def _segment_sum(values: torch.Tensor, system: torch.Tensor, n: int) -> torch.Te
     return values.new_zeros(n).index_add_(0, system, values)
 
 
-def _evaluate(model: torch.nn.Module, state: _Packed) -> tuple[torch.Tensor, ...]:
+def _evaluate(
+    model: torch.nn.Module, state: _Packed, threads: int | None
+) -> tuple[torch.Tensor, ...]:
     """Energies ``(B,)``, largest generalised-force row norms ``(B,)``, generalised forces on
     the atoms ``(N, 3)`` and on the cells ``(B, 3, 3)``, and the evaluated positions and cells."""
     n = state.n_atoms.to(state.u.dtype)
@@ -301,7 +309,7 @@ def _evaluate(model: torch.nn.Module, state: _Packed) -> tuple[torch.Tensor, ...
         ids=tuple(str(i) for i in state.index),
     )
     with_cell = bool(state.has_cell.any())
-    out = model(batch, forces=True, stress=with_cell)
+    out = evaluate_threaded(model, batch, threads=threads, forces=True, stress=with_cell)
     energy = out["energy"].detach()
     atom_force = torch.bmm(out["forces"].detach()[:, None, :], f_atom)[:, 0]  # f F
     if with_cell:

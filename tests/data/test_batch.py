@@ -100,6 +100,27 @@ def test_to_changes_float_dtype_only_and_split_inverts_collate(mp20_test):
     torch.testing.assert_close(again.positions, batch.positions)
 
 
+def test_chunks_are_consecutive_balanced_and_collate_back(mp20_test):
+    batch = AtomsBatch.from_collection(
+        mp20_test.collection, range(30), id_column="material_id"
+    ).with_neighbors(4.0)
+    largest = int(batch.n_atoms.max())
+    for parts in (1, 2, 3, 7, 30, 100):
+        chunks = batch.chunks(parts)
+        assert 1 <= len(chunks) <= min(parts, len(batch))
+        assert all(len(c) > 0 for c in chunks)
+        share = batch.num_atoms / len(chunks)
+        assert all(abs(c.num_atoms - share) <= largest for c in chunks)
+        again = AtomsBatch.collate(chunks)
+        assert again.ids == batch.ids
+        assert again.edge_index.tolist() == batch.edge_index.tolist()
+        torch.testing.assert_close(again.shifts, batch.shifts)
+        torch.testing.assert_close(again.positions, batch.positions)
+        torch.testing.assert_close(again.cell, batch.cell)
+    with pytest.raises(ValueError, match="at least 1"):
+        batch.chunks(0)
+
+
 def test_frac_coords_and_volume_match_pymatgen(mp20_test):
     batch = AtomsBatch.from_collection(mp20_test.collection, range(20))
     offsets = batch.atom_offsets.tolist()

@@ -290,3 +290,30 @@ def test_radial_table_follows_dtype_and_state_dict_and_falls_back_with_gradients
     module.requires_grad_(False)
     assert module._table_for(r.detach()) is not None
     assert torch.autograd.gradcheck(lambda x: module.radial_weights(x), (r,))
+
+
+def test_threaded_evaluation_equals_one_call_and_restores_state(model, mp20_atoms, ethanol):
+    from matgen.mlff.potential import evaluate_threaded
+
+    systems = [*mp20_atoms, ethanol, *mp20_atoms[:3]]
+    batch = AtomsBatch.from_atoms(systems)
+    whole = model(batch)
+    threads = torch.get_num_threads()
+    fresh = copy.deepcopy(model)
+    fresh._radial_table = None  # the parts' threads meet with no radial table built yet
+    for parts, each in ((3, fresh), (2, model), (5, model)):
+        out = evaluate_threaded(each, batch, threads=parts)
+        assert set(out) == set(whole)
+        for key in whole:  # each system's arithmetic is the same in any part
+            torch.testing.assert_close(out[key], whole[key], rtol=1e-12, atol=1e-12)
+    assert torch.get_num_threads() == threads
+    assert all(p.requires_grad for p in model.parameters())
+
+    bad = mp20_atoms[2].copy()
+    bad.positions[1] = bad.positions[0]  # in the last part
+    batch = AtomsBatch.from_atoms([*mp20_atoms, bad], ids=[*"abcde", "fused"])
+    with pytest.raises(DataError, match="overlap") as err:
+        evaluate_threaded(model, batch, threads=3)
+    assert "fused" in str(err.value)
+    assert torch.get_num_threads() == threads
+    assert all(p.requires_grad for p in model.parameters())

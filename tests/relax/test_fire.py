@@ -56,6 +56,15 @@ def test_continuous_batching_and_streaming_change_nothing(si_model):
         assert a.steps == b.steps and abs(a.energy - b.energy) < 1e-9
 
 
+def test_threads_change_nothing(si_model):
+    structures = [_strained_si(k) for k in range(5)]
+    one = relax_batched(si_model, structures, fmax=0.05, threads=1)
+    parts = relax_batched(si_model, structures, fmax=0.05, threads=3)
+    for a, b in zip(one, parts, strict=True):
+        assert a.steps == b.steps and abs(a.energy - b.energy) < 1e-9
+        np.testing.assert_allclose(a.atoms.positions, b.atoms.positions, atol=1e-9)
+
+
 def test_fixed_cell_and_molecules(si_model):
     crystal = _strained_si(5)
     cluster = Atoms("Si4", positions=[[0, 0, 0], [2.3, 0, 0], [0, 2.3, 0], [0, 0, 2.4]])
