@@ -80,11 +80,11 @@ def main() -> None:
         model = model.to(dtype).eval()
         batch = AtomsBatch.from_atoms(structures, dtype=dtype)
 
-        def one(threads: int):
+        def one(threads: int, model=model, batch=batch):
             torch.set_num_threads(threads)
             return model(batch)
 
-        def parts():
+        def parts(model=model, batch=batch):
             torch.set_num_threads(t)
             return evaluate_threaded(model, batch, threads=t)
 
