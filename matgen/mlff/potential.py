@@ -130,22 +130,35 @@ def evaluate_threaded(
     to ``torch.get_num_threads()``.
 
     One call of the whole batch is made instead on other devices than the CPU, for one thread,
-    a single system, fewer than :data:`MIN_PART_ATOMS` atoms per part, or parts so unequal that
-    the largest holds over 1.5 times its share. The model's parameters are frozen for the call
-    (as :func:`energy_forces_stress` does per call), and the thread count is restored after it.
-    An error of any part (e.g. a :class:`~matgen.data.errors.DataError` naming its structure) is
-    raised once every part has finished."""
+    a single system, fewer than :data:`MIN_PART_ATOMS` atoms per part, parts so unequal that
+    the largest holds over 1.5 times its share, a model that is not a ``torch.nn.Module`` (its
+    parameters could not be frozen for all parts at once), a call that keeps the graph
+    (``training`` or ``create_graph`` true) and under autocast. The model's parameters are
+    frozen for the call (as :func:`energy_forces_stress` does per call); every part runs in
+    the caller's grad and inference mode; the thread count is restored after the call. An error
+    of any part (e.g. a :class:`~matgen.data.errors.DataError` naming its structure) is raised
+    once every part has finished. Per system, the numbers are those of one call up to rounding
+    (a part may pair its edges where the whole batch does not)."""
     threads = torch.get_num_threads() if threads is None else int(threads)
     parts = min(threads, len(batch), batch.num_atoms // MIN_PART_ATOMS)
-    if batch.device.type != "cpu" or parts < 2:
+    if (
+        batch.device.type != "cpu"
+        or parts < 2
+        or not isinstance(model, torch.nn.Module)
+        or kwargs.get("training")
+        or kwargs.get("create_graph")
+        or torch.is_autocast_enabled("cpu")
+    ):
         return model(batch, **kwargs)
     chunks = batch.chunks(parts)
     if len(chunks) < 2 or max(c.num_atoms for c in chunks) > 1.5 * batch.num_atoms / len(chunks):
         return model(batch, **kwargs)
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
     def run(chunk: AtomsBatch) -> dict[str, torch.Tensor]:
         torch.set_num_threads(1)  # per thread (OpenMP): this part runs on this thread alone
-        return model(chunk, **kwargs)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):  # per thread too
+            return model(chunk, **kwargs)
 
     outer = torch.get_num_threads()
     try:

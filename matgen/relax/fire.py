@@ -159,7 +159,7 @@ def relax_batched(
             results into a store).
         threads: CPU threads that evaluate parts of the batch side by side, one part each
             (default ``torch.get_num_threads()``; ``1``: one call with the operations' own
-            threading). Results do not depend on it.
+            threading). Results do not depend on it beyond rounding.
 
     Returns:
         One :class:`RelaxResult` per input, in input order.

@@ -317,3 +317,33 @@ def test_threaded_evaluation_equals_one_call_and_restores_state(model, mp20_atom
     assert "fused" in str(err.value)
     assert torch.get_num_threads() == threads
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_threaded_evaluation_keeps_the_callers_modes_and_falls_back(mp20_atoms):
+    from matgen.mlff.potential import evaluate_threaded
+
+    class Recorder(torch.nn.Module):  # one row per system: its part's grad mode and thread
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, batch, **kwargs):
+            import threading
+
+            self.calls.append(threading.get_ident())
+            flag = float(torch.is_grad_enabled())
+            return {"energy": torch.full((len(batch),), flag), "n": batch.n_atoms.clone()}
+
+    batch = AtomsBatch.from_atoms(mp20_atoms * 2)
+    model = Recorder()
+    with torch.no_grad():
+        out = evaluate_threaded(model, batch, threads=3)
+    assert len(set(model.calls)) == 3 and out["energy"].tolist() == [0.0] * len(batch)
+    assert out["n"].tolist() == batch.n_atoms.tolist()  # parts merged in order
+    for kwargs in ({"training": True}, {"create_graph": True}):
+        model.calls.clear()
+        evaluate_threaded(model, batch, threads=3, **kwargs)
+        assert len(model.calls) == 1  # a graph to keep: one call, parameters untouched
+    calls = []
+    evaluate_threaded(lambda b, **kw: calls.append(len(b)) or {}, batch, threads=3)
+    assert calls == [len(batch)]  # not a Module: its parameters cannot be frozen for all parts
