@@ -20,6 +20,7 @@ import concurrent.futures
 import json
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -211,12 +212,17 @@ def _fingerprint_one(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         composition = np.asarray(comp_fp.featurize(structure.composition), dtype=np.float64)
+        start = time.monotonic()
         try:
             with _time_limit(timeout):
                 sites, weights = _site_representatives(structure, symprec)
                 rows = np.asarray(
                     [site_fp.featurize(structure, int(i)) for i in sites], dtype=np.float64
                 )
+            if timeout is not None and time.monotonic() - start > timeout:
+                # the timer's exception can be lost (raised inside a finaliser, which Python
+                # only reports): past the limit is past the limit, whatever the timer did
+                return failed, composition, False, True
             return weights @ rows / weights.sum(), composition, True, False
         except _TimeLimit:
             return failed, composition, False, True
