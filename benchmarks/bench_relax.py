@@ -32,6 +32,17 @@ import numpy as np
 import torch
 
 
+def rattled_and_strained(originals: list) -> list:
+    """The structures rattled by 0.05 Å and strained by 2% (seeded), in place."""
+    rng = np.random.default_rng(0)
+    for i, atoms in enumerate(originals):
+        atoms.calc = None
+        atoms.rattle(0.05, seed=i)
+        strain = np.eye(3) + rng.normal(0.0, 0.02, (3, 3))
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+    return originals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,14 +91,7 @@ def main() -> None:
 
         data = load_dataset("mp_20", "test", progress=False)
         originals = [data.atoms(i) for i in range(args.n)]
-    rng = np.random.default_rng(0)
-    structures = []
-    for i, atoms in enumerate(originals):
-        atoms.calc = None
-        atoms.rattle(0.05, seed=i)
-        strain = np.eye(3) + rng.normal(0.0, 0.02, (3, 3))
-        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
-        structures.append(atoms)
+    structures = rattled_and_strained(originals)
     if args.potential:
         model = load_model(args.potential)
         name = args.potential

@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
+from bench_relax import rattled_and_strained  # this script's folder is on the path
 
 
 def main() -> None:
@@ -49,16 +49,7 @@ def main() -> None:
     from matgen.mlff.potential import evaluate_threaded
 
     data = load_dataset("mp_20", "test", progress=False)
-    rng = np.random.default_rng(0)
-    structures = []
-    for i in range(args.n):
-        atoms = data.atoms(i)
-        atoms.calc = None
-        atoms.rattle(0.05, seed=i)
-        atoms.set_cell(
-            atoms.cell.array @ (np.eye(3) + rng.normal(0.0, 0.02, (3, 3))), scale_atoms=True
-        )
-        structures.append(atoms)
+    structures = rattled_and_strained([data.atoms(i) for i in range(args.n)])
     if args.potential:
         model = load_model(args.potential)
         name = args.potential
