@@ -22,7 +22,8 @@ longer. Structures without a relaxing cell carry zero cell rows, which change no
 
 Continuous batching: converged (or failed) structures leave the batch and waiting ones enter,
 keeping at most ``max_atoms`` atoms in flight. On a CPU with several threads, the batch is
-evaluated in parts side by side, one thread each (:func:`matgen.mlff.potential.evaluate_threaded`). A structure whose energy or forces become
+evaluated in parts side by side, one thread each
+(:func:`matgen.mlff.potential.evaluate_threaded`). A structure whose energy or forces become
 non-finite or absurd is stopped and flagged; it never affects the others.
 """
 
