@@ -42,12 +42,22 @@ def parallel_ranges(n: int, *, grain: int, step: int = 1) -> list[tuple[int, int
 
 def run_ranges(fn: Callable[[int, int, int], None], ranges: list[tuple[int, int]]) -> None:
     """``fn(k, lo, hi)`` for every range ``k``: the first on this thread, the others on the
-    pool."""
+    pool. An error of any range is raised once every range has finished (none is left running
+    on buffers or state its caller is about to release)."""
     if len(ranges) == 1:
         fn(0, *ranges[0])
         return
     pool = thread_pool(len(ranges) - 1)
     futures = [pool.submit(fn, k, lo, hi) for k, (lo, hi) in enumerate(ranges) if k > 0]
-    fn(0, *ranges[0])
+    first: Exception | None = None
+    try:
+        fn(0, *ranges[0])
+    except Exception as exc:
+        first = exc
     for future in futures:
-        future.result()
+        try:
+            future.result()
+        except Exception as exc:
+            first = first or exc
+    if first is not None:
+        raise first

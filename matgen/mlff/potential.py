@@ -11,7 +11,7 @@ so forces and stress are exact derivatives of the same energy. A model only has 
 :func:`evaluate_threaded` runs a model on parts of a batch side by side on CPU threads, one
 single-threaded part per thread. A batch of many small systems spends its time in many short
 operations that threads inside each operation barely speed up; whole parts on their own threads
-do (``benchmarks/bench_relax.py`` measures both on the relaxation of 100 MP-20 structures).
+do (``benchmarks/bench_threaded_eval.py`` measures both on 100 MP-20 structures).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 
 from matgen.data.batch import AtomsBatch
-from matgen.data.threads import thread_pool
+from matgen.data.threads import run_ranges
 
 __all__ = ["SiteEnergyModel", "energy_forces_stress", "evaluate_threaded"]
 
@@ -155,29 +155,17 @@ def evaluate_threaded(
         return model(batch, **kwargs)
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
-    def run(chunk: AtomsBatch) -> dict[str, torch.Tensor]:
+    outs: list[dict[str, torch.Tensor]] = [{}] * len(chunks)
+
+    def part(k: int, _lo: int, _hi: int) -> None:
         torch.set_num_threads(1)  # per thread (OpenMP): this part runs on this thread alone
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):  # per thread too
-            return model(chunk, **kwargs)
+            outs[k] = model(chunks[k], **kwargs)
 
     outer = torch.get_num_threads()
     try:
-        with _frozen(model):
-            pool = thread_pool(len(chunks) - 1)
-            futures = [pool.submit(run, chunk) for chunk in chunks[1:]]
-            first: Exception | None = None
-            outs = []
-            try:
-                outs.append(run(chunks[0]))
-            except Exception as exc:  # re-raised once the other parts have finished
-                first = exc
-            for future in futures:
-                try:
-                    outs.append(future.result())
-                except Exception as exc:
-                    first = first or exc
-            if first is not None:
-                raise first
+        with _frozen(model):  # every part finishes before it ends, even after an error
+            run_ranges(part, [(k, k + 1) for k in range(len(chunks))])
     finally:
         torch.set_num_threads(outer)
     merged = {}

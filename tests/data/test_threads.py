@@ -42,3 +42,19 @@ def test_every_range_runs_and_the_first_on_the_calling_thread(three_threads):
     assert sorted(seen) == [0, 1, 2]
     assert seen[0][2] is threading.current_thread()
     assert sum(hi - lo for lo, hi, _ in seen.values()) == 90
+
+
+def test_run_ranges_waits_for_every_range_before_raising():
+    import time
+
+    finished = []
+
+    def fn(k, lo, hi):
+        if k == 0:
+            raise RuntimeError("range 0 failed")
+        time.sleep(0.2)
+        finished.append(k)
+
+    with pytest.raises(RuntimeError, match="range 0 failed"):
+        run_ranges(fn, [(0, 1), (1, 2), (2, 3)])
+    assert sorted(finished) == [1, 2]  # no range left running after the error
