@@ -44,7 +44,12 @@ from matgen.data.convert import (
     structure_to_arrays,
 )
 from matgen.data.errors import DataError
-from matgen.data.neighbors import batched_neighbor_list, edge_vectors, neighbor_list
+from matgen.data.neighbors import (
+    BadSystemError,
+    batched_neighbor_list,
+    edge_vectors,
+    neighbor_list,
+)
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -148,6 +153,10 @@ class AtomsBatch:
         batch's device, one system at a time, when a system on an accelerator has more than
         :data:`DEVICE_NEIGHBORS_ABOVE` atoms. ``method="vesin"``: vesin one system at a time
         (vesin-torch on an accelerator); the same edges, in another order.
+
+        Raises:
+            DataError: on the host path, naming the structure (its id) with non-finite positions
+                or cell or a degenerate periodic cell.
         """
         if method not in ("auto", "vesin"):
             raise ValueError(f"method must be 'auto' or 'vesin', got {method!r}")
@@ -160,9 +169,12 @@ class AtomsBatch:
         if method == "auto" and (
             self.device.type == "cpu" or int(n_atoms.max(initial=0)) <= DEVICE_NEIGHBORS_ABOVE
         ):
-            e, sh = batched_neighbor_list(
-                positions.cpu().numpy(), cell.cpu().numpy(), pbc, n_atoms, cutoff
-            )
+            try:
+                e, sh = batched_neighbor_list(
+                    positions.cpu().numpy(), cell.cpu().numpy(), pbc, n_atoms, cutoff
+                )
+            except BadSystemError as exc:  # its index within this batch: name the structure
+                raise DataError(exc.reason, item=self.ids[exc.system]) from exc
             edge_index = torch.as_tensor(e, device=self.device)
             shift = torch.as_tensor(sh, device=self.device)
         else:

@@ -28,7 +28,7 @@ import torch
 
 from matgen.data.threads import thread_pool
 
-__all__ = ["batched_neighbor_list", "edge_vectors", "neighbor_list"]
+__all__ = ["BadSystemError", "batched_neighbor_list", "edge_vectors", "neighbor_list"]
 
 
 def neighbor_list(
@@ -114,6 +114,15 @@ _PARALLEL_PAIRS = 20_000  # below this many atom pairs in a call, threads cost m
 _PARALLEL_THREADS = 3
 
 
+class BadSystemError(ValueError):
+    """A system of a :func:`batched_neighbor_list` call that cannot be listed: ``system`` is its
+    index in the call, ``reason`` what is wrong (a caller that knows the systems' ids names it)."""
+
+    def __init__(self, system: int, reason: str) -> None:
+        self.system, self.reason = system, reason
+        super().__init__(f"system {system}: {reason}")
+
+
 def batched_neighbor_list(
     positions: np.ndarray,
     cell: np.ndarray,
@@ -140,8 +149,8 @@ def batched_neighbor_list(
         reverse, ``(i, j, S)`` and ``(j, i, -S)``.
 
     Raises:
-        ValueError: naming the system, for non-finite positions or cells and degenerate periodic
-            cells.
+        BadSystemError: naming the system (its index in ``n_atoms``), for non-finite positions
+            or cells and degenerate periodic cells.
     """
     if cutoff <= 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
@@ -159,10 +168,10 @@ def batched_neighbor_list(
     batch = np.repeat(np.arange(len(n_atoms)), n_atoms)
     bad = ~np.isfinite(positions).all(1)
     if bad.any():
-        raise ValueError(f"system {int(batch[np.argmax(bad)])}: non-finite positions")
+        raise BadSystemError(int(batch[np.argmax(bad)]), "non-finite positions")
     bad = pbc.any(1) & ~np.isfinite(cell).all((1, 2))
     if bad.any():
-        raise ValueError(f"system {int(np.argmax(bad))}: non-finite cell")
+        raise BadSystemError(int(np.argmax(bad)), "non-finite cell")
     rotations, frames = _triangular_frames(cell, pbc)
     rotated = np.einsum("nk,nkl->nl", positions, rotations[batch])
 
@@ -205,9 +214,9 @@ def _triangular_frames(cell: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, n
     heights = np.diagonal(frames, axis1=1, axis2=2)
     bad = (pbc & (heights <= 1e-6)).any(1)
     if bad.any():
-        raise ValueError(
-            f"system {int(np.argmax(bad))}: degenerate periodic cell (lattice vectors are "
-            "linearly dependent or of zero length)"
+        raise BadSystemError(
+            int(np.argmax(bad)),
+            "degenerate periodic cell (lattice vectors are linearly dependent or of zero length)",
         )
     return np.ascontiguousarray(rotations), np.ascontiguousarray(frames)
 

@@ -42,17 +42,18 @@ def parallel_ranges(n: int, *, grain: int, step: int = 1) -> list[tuple[int, int
 
 def run_ranges(fn: Callable[[int, int, int], None], ranges: list[tuple[int, int]]) -> None:
     """``fn(k, lo, hi)`` for every range ``k``: the first on this thread, the others on the
-    pool. An error of any range is raised once every range has finished (none is left running
-    on buffers or state its caller is about to release)."""
+    pool. An error of any range (or a ``KeyboardInterrupt`` during the first) is raised once
+    every range has finished (none is left running on buffers or state its caller is about to
+    release)."""
     if len(ranges) == 1:
         fn(0, *ranges[0])
         return
     pool = thread_pool(len(ranges) - 1)
     futures = [pool.submit(fn, k, lo, hi) for k, (lo, hi) in enumerate(ranges) if k > 0]
-    first: Exception | None = None
+    first: BaseException | None = None
     try:
         fn(0, *ranges[0])
-    except Exception as exc:
+    except BaseException as exc:  # KeyboardInterrupt too: the pool's ranges finish first
         first = exc
     for future in futures:
         try:

@@ -187,3 +187,13 @@ def test_bad_systems_are_named():
     batch.positions[2, 0] = float("inf")
     with pytest.raises(DataError, match="item 'water': non-finite position for atom 1"):
         batch.validate()
+
+
+def test_neighbor_errors_name_the_structure_in_any_chunk():
+    systems = [bulk("Cu", "fcc", a=3.6), bulk("Si", "diamond", a=5.43), bulk("Al", "fcc", a=4.05)]
+    batch = AtomsBatch.from_atoms(systems, ids=["cu", "si", "al"])
+    batch.positions[-1, 2] = float("nan")  # moved after construction, as a relaxation step would
+    last = batch.chunks(3)[-1]  # the bad structure is system 0 of its own chunk
+    for part in (batch, last):
+        with pytest.raises(DataError, match="item 'al': non-finite positions"):
+            part.with_neighbors(3.0)

@@ -58,3 +58,19 @@ def test_run_ranges_waits_for_every_range_before_raising():
     with pytest.raises(RuntimeError, match="range 0 failed"):
         run_ranges(fn, [(0, 1), (1, 2), (2, 3)])
     assert sorted(finished) == [1, 2]  # no range left running after the error
+
+
+def test_an_interrupt_of_the_first_range_waits_for_the_others():
+    import time
+
+    finished = []
+
+    def fn(k, lo, hi):
+        if k == 0:
+            raise KeyboardInterrupt
+        time.sleep(0.2)
+        finished.append(k)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ranges(fn, [(0, 1), (1, 2), (2, 3)])
+    assert sorted(finished) == [1, 2]
