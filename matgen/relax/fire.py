@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from matgen.data.allocator import reuse_freed_memory
 from matgen.data.batch import AtomsBatch
 from matgen.data.errors import DataError
 from matgen.mlff.potential import evaluate_threaded
@@ -177,64 +178,68 @@ def relax_batched(
         if on_result is not None:
             on_result(i, result)
 
-    while waiting or active is not None:
-        in_flight = sum(active.sizes) if active is not None else 0
-        entering = []
-        while waiting and (
-            (active is None and not entering)
-            or len(structures[waiting[-1]]) <= max_atoms - in_flight
-        ):
-            i = waiting.pop()
-            problem = _problem(structures[i])
-            if problem:
-                record(i, RelaxResult(structures[i].copy(), np.nan, np.nan, 0, "failed", problem))
-                continue
-            entering.append(i)
-            in_flight += len(structures[i])
-        if entering:
-            new = _pack(entering, structures, params, device, dtype, relax_cell)
-            active = new if active is None else active.extend(new)
-        if active is None:
-            continue
-        try:
-            energy, fmax_now, gen_forces, positions, cells = _evaluate(model, active, threads)
-        except DataError as exc:  # one bad structure: evaluate the rest without it
-            bad = _blame(exc, active)
-            i = active.index[bad]
-            record(i, RelaxResult(structures[i].copy(), np.nan, np.nan, 0, "failed", str(exc)))
-            active = _without(active, bad)
-            continue
-        host = torch.stack([energy.double(), fmax_now.double(), active.steps.double()]).cpu()
-        energies, forces_max, steps = host.numpy()
-        keep, leaving = [], []
-        for b, (e, f, s) in enumerate(zip(energies, forces_max, steps, strict=True)):
-            n = active.sizes[b]
-            if (
-                not (np.isfinite(e) and np.isfinite(f))
-                or f > EXPLODED_FORCE
-                or abs(e) / n > EXPLODED_ENERGY
+    # many steps of the same large temporaries: keep freed memory instead of faulting it in anew
+    with reuse_freed_memory(device.type == "cpu"):
+        while waiting or active is not None:
+            in_flight = sum(active.sizes) if active is not None else 0
+            entering = []
+            while waiting and (
+                (active is None and not entering)
+                or len(structures[waiting[-1]]) <= max_atoms - in_flight
             ):
-                status = "failed"
-            elif f <= fmax:
-                status = "converged"
-            elif s >= max_steps:
-                status = "max_steps"
-            else:
-                keep.append(True)
+                i = waiting.pop()
+                problem = _problem(structures[i])
+                if problem:
+                    record(
+                        i, RelaxResult(structures[i].copy(), np.nan, np.nan, 0, "failed", problem)
+                    )
+                    continue
+                entering.append(i)
+                in_flight += len(structures[i])
+            if entering:
+                new = _pack(entering, structures, params, device, dtype, relax_cell)
+                active = new if active is None else active.extend(new)
+            if active is None:
                 continue
-            keep.append(False)
-            leaving.append((b, status, float(e), float(f), int(s)))
-        if leaving:
-            _finish(active, leaving, positions, cells, record)
-        if not any(keep):
-            active = None
-            continue
-        atom_force, cell_force = gen_forces
-        if not all(keep):
-            k_sys = torch.tensor(keep, device=device)
-            atom_force, cell_force = atom_force[k_sys[active.system]], cell_force[k_sys]
-            active = active.select(keep)
-        _fire_step(active, atom_force, cell_force, params)
+            try:
+                energy, fmax_now, gen_forces, positions, cells = _evaluate(model, active, threads)
+            except DataError as exc:  # one bad structure: evaluate the rest without it
+                bad = _blame(exc, active)
+                i = active.index[bad]
+                record(i, RelaxResult(structures[i].copy(), np.nan, np.nan, 0, "failed", str(exc)))
+                active = _without(active, bad)
+                continue
+            host = torch.stack([energy.double(), fmax_now.double(), active.steps.double()]).cpu()
+            energies, forces_max, steps = host.numpy()
+            keep, leaving = [], []
+            for b, (e, f, s) in enumerate(zip(energies, forces_max, steps, strict=True)):
+                n = active.sizes[b]
+                if (
+                    not (np.isfinite(e) and np.isfinite(f))
+                    or f > EXPLODED_FORCE
+                    or abs(e) / n > EXPLODED_ENERGY
+                ):
+                    status = "failed"
+                elif f <= fmax:
+                    status = "converged"
+                elif s >= max_steps:
+                    status = "max_steps"
+                else:
+                    keep.append(True)
+                    continue
+                keep.append(False)
+                leaving.append((b, status, float(e), float(f), int(s)))
+            if leaving:
+                _finish(active, leaving, positions, cells, record)
+            if not any(keep):
+                active = None
+                continue
+            atom_force, cell_force = gen_forces
+            if not all(keep):
+                k_sys = torch.tensor(keep, device=device)
+                atom_force, cell_force = atom_force[k_sys[active.system]], cell_force[k_sys]
+                active = active.select(keep)
+            _fire_step(active, atom_force, cell_force, params)
     return [r for r in results if r is not None]
 
 
