@@ -163,6 +163,10 @@ def relax_batched(
             (default ``torch.get_num_threads()``; ``1``: one call with the operations' own
             threading). Results do not depend on it beyond rounding.
 
+    On the CPU, freed memory is kept for reuse while it runs
+    (:func:`~matgen.data.allocator.reuse_freed_memory`: no page faults for each step's
+    temporaries) and returned when it ends.
+
     Returns:
         One :class:`RelaxResult` per input, in input order.
     """
