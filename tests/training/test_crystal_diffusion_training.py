@@ -15,7 +15,7 @@ from matgen.training.crystal_diffusion_train import hold_out, load_sources
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, root):  # root: skips without the data
     import yaml
 
     folder = tmp_path_factory.mktemp("crystal_diffusion")
