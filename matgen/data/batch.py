@@ -397,15 +397,22 @@ class AtomsBatch:
 
     def split(self) -> list[AtomsBatch]:
         """One single-system batch per system (edges and targets kept)."""
-        return [self.systems(s, s + 1) for s in range(len(self))]
+        edge_sys = self._edge_systems()
+        return [self.systems(s, s + 1, _edge_sys=edge_sys) for s in range(len(self))]
 
-    def systems(self, start: int, stop: int) -> AtomsBatch:
+    def _edge_systems(self) -> torch.Tensor | None:
+        """The system of every edge (``None`` without edges)."""
+        return None if self.edge_index is None else self.batch[self.edge_index[0]]
+
+    def systems(
+        self, start: int, stop: int, *, _edge_sys: torch.Tensor | None = None
+    ) -> AtomsBatch:
         """The batch of systems ``start .. stop - 1`` (edges and targets kept)."""
         offsets = self.atom_offsets
         lo, hi = int(offsets[start]), int(offsets[stop])
         edge_index = shifts = None
         if self.edge_index is not None:
-            edge_sys = self.batch[self.edge_index[0]]
+            edge_sys = self._edge_systems() if _edge_sys is None else _edge_sys
             mask = (edge_sys >= start) & (edge_sys < stop)
             edge_index, shifts = self.edge_index[:, mask] - lo, self.shifts[mask]
         return AtomsBatch(
@@ -436,7 +443,8 @@ class AtomsBatch:
         # each boundary after the system whose end is closest to its target, at least one each
         cuts = np.abs(ends[None, :-1] - targets[:, None]).argmin(axis=1) + 1 if n_sys > 1 else []
         bounds = sorted({0, n_sys, *(int(c) for c in cuts)})
-        return [self.systems(a, b) for a, b in itertools.pairwise(bounds)]
+        edge_sys = self._edge_systems()
+        return [self.systems(a, b, _edge_sys=edge_sys) for a, b in itertools.pairwise(bounds)]
 
 
 def _unique_ids(ids: list[str]) -> tuple[str, ...]:
